@@ -192,10 +192,16 @@ pub trait ConversationStorage: Send + Sync {
     /// Facts about `session_id` (count, timestamps, generation and metadata), or `None`
     /// if it holds no messages.
     ///
-    /// The default counts a full `load` and knows no timestamps or metadata.
+    /// The default counts a full [`load_revision`](Self::load_revision), so its count and
+    /// generation are those a read reports (a backend that overrides `load_revision` with
+    /// generations of its own gets them here too, and a reader comparing the two sees one
+    /// session), and knows no timestamps or metadata.
     async fn session_info(&self, session_id: &str) -> Result<Option<SessionInfo>> {
-        let history = self.load(session_id).await?;
-        Ok((!history.is_empty()).then(|| SessionInfo::new(session_id, history.len())))
+        let (history, revision) = self.load_revision(session_id).await?;
+        Ok((!history.is_empty()).then(|| SessionInfo {
+            generation: revision.generation,
+            ..SessionInfo::new(session_id, history.len())
+        }))
     }
 
     /// Creates `session_id` holding `messages` (at least one) with the metadata `meta`,
@@ -370,6 +376,55 @@ mod tests {
         async fn list_sessions(&self) -> Result<Vec<String>> {
             Ok(self.0.lock().unwrap().keys().cloned().collect())
         }
+    }
+
+    /// [`Minimal`] with generations of its own: the one `load_revision` a user-written
+    /// backend overrides first, and the only call it overrides.
+    #[derive(Default)]
+    struct WithGenerations(Minimal);
+
+    #[async_trait]
+    impl ConversationStorage for WithGenerations {
+        async fn save(&self, session_id: &str, history: &[ChatMessage]) -> Result<()> {
+            self.0.save(session_id, history).await
+        }
+        async fn load(&self, session_id: &str) -> Result<Vec<ChatMessage>> {
+            self.0.load(session_id).await
+        }
+        async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+            let history = self.0.load(session_id).await?;
+            let len = history.len();
+            let revision = match len {
+                0 => Revision::ABSENT,
+                _ => Revision {
+                    generation: 42,
+                    len,
+                },
+            };
+            Ok((history, revision))
+        }
+        async fn delete(&self, session_id: &str) -> Result<()> {
+            self.0.delete(session_id).await
+        }
+        async fn list_sessions(&self) -> Result<Vec<String>> {
+            self.0.list_sessions().await
+        }
+    }
+
+    #[tokio::test]
+    async fn the_default_session_info_reports_the_generation_load_revision_reads() {
+        let store = WithGenerations::default();
+        assert!(store.session_info("s").await.unwrap().is_none());
+        store.save("s", &[ChatMessage::user("a")]).await.unwrap();
+        let info = store.session_info("s").await.unwrap().unwrap();
+        let (_, revision) = store.load_revision("s").await.unwrap();
+        assert_eq!((info.generation, info.message_count), (42, 1));
+        assert_eq!(info.generation, revision.generation);
+        // A backend that overrides neither reports the legacy generation in both.
+        let minimal = Minimal::default();
+        minimal.save("s", &[ChatMessage::user("a")]).await.unwrap();
+        let info = minimal.session_info("s").await.unwrap().unwrap();
+        assert_eq!(info.generation, LEGACY_GENERATION);
     }
 
     fn nested(depth: usize) -> serde_json::Value {
