@@ -8,6 +8,8 @@ use super::*;
 use crate::ToolCall;
 use crate::storage::Expiry;
 
+mod round_trip;
+
 fn sample() -> Vec<ChatMessage> {
     vec![
         ChatMessage::system("be brief"),
