@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
 use super::error::{ExportError, ImportError};
-use super::fields::Written;
+use super::fields::{self, Written};
 use crate::ChatMessage;
 use crate::api::time;
 use crate::storage::{Expiry, SessionMeta, SessionTimes};
@@ -110,7 +110,12 @@ pub(super) struct MetaDoc {
     title: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     tags: Vec<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    /// Read as written: a key written twice is refused, as in a message.
+    #[serde(
+        default,
+        skip_serializing_if = "Map::is_empty",
+        deserialize_with = "fields::written_object"
+    )]
     data: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     expiry: Option<ExpiryDoc>,

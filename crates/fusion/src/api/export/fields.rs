@@ -93,23 +93,50 @@ impl<'de> Visitor<'de> for WrittenVisitor {
         Ok(Value::Array(values))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Value, A::Error> {
-        let mut fields = Map::new();
-        while let Some(key) = entries.next_key::<String>()? {
-            match fields.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert(entries.next_value::<Written>()?.0);
-                }
-                Entry::Occupied(slot) => {
-                    return Err(de::Error::custom(format!(
-                        "the key {:?} is written twice",
-                        slot.key()
-                    )));
-                }
+    fn visit_map<A: MapAccess<'de>>(self, entries: A) -> Result<Value, A::Error> {
+        written_map(entries).map(Value::Object)
+    }
+}
+
+/// The entries of an object as written, refusing a key written twice (at any depth).
+fn written_map<'de, A: MapAccess<'de>>(mut entries: A) -> Result<Map<String, Value>, A::Error> {
+    let mut fields = Map::new();
+    while let Some(key) = entries.next_key::<String>()? {
+        match fields.entry(key) {
+            Entry::Vacant(slot) => {
+                slot.insert(entries.next_value::<Written>()?.0);
+            }
+            Entry::Occupied(slot) => {
+                return Err(de::Error::custom(format!(
+                    "the key {:?} is written twice",
+                    slot.key()
+                )));
             }
         }
-        Ok(Value::Object(fields))
     }
+    Ok(fields)
+}
+
+/// Reads a JSON object as written, refusing a key written twice at any depth, as a
+/// message's is: the `data` of a `json` export's `meta`, whose first value would be lost.
+pub(super) fn written_object<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Map<String, Value>, D::Error> {
+    struct ObjectVisitor;
+
+    impl<'de> Visitor<'de> for ObjectVisitor {
+        type Value = Map<String, Value>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, entries: A) -> Result<Self::Value, A::Error> {
+            written_map(entries)
+        }
+    }
+
+    deserializer.deserialize_map(ObjectVisitor)
 }
 
 /// Takes the batch marker off `written`, a `jsonl` line's message; whether it had one

@@ -227,6 +227,9 @@ fn write_with_times(
 /// - a key written twice ([`ImportError::Line`], [`ImportError::Document`]): the first
 ///   value would be lost.
 ///
+/// A key written twice in the `data` of a `json` export's `meta` is refused alike
+/// ([`ImportError::Document`]).
+///
 /// The file-system backend's batch marker (`"fusion_batch_more"`) on a `jsonl` line is no
 /// field of the message: a session file copied out of a store imports as is, unless it
 /// ends inside a batch whose last line was never written ([`ImportError::UnfinishedBatch`]),

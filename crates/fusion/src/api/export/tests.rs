@@ -8,6 +8,7 @@ use super::*;
 use crate::ToolCall;
 use crate::storage::Expiry;
 
+mod meta_data;
 mod round_trip;
 
 fn sample() -> Vec<ChatMessage> {
