@@ -342,6 +342,19 @@ mod tests {
         assert_eq!(stderr_text("plain – ünïcode".as_bytes()), "plain – ünïcode");
     }
 
+    /// Found by a review: a line separator or a bidirectional override in a server's stderr
+    /// (no control characters) reached the log raw, where a viewer breaking lines at the
+    /// one showed a forged line, and the other showed the rest of the line reversed.
+    #[test]
+    fn a_stderr_line_can_neither_break_nor_reorder_the_line_it_is_shown_in() {
+        let line = "ok\u{2028}ERROR forged\u{2029} \u{202e}txt.exe\u{202c} \u{2067}x\u{2069}";
+        assert_eq!(
+            stderr_text(line.as_bytes()),
+            r"ok\u{2028}ERROR forged\u{2029} \u{202e}txt.exe\u{202c} \u{2067}x\u{2069}"
+        );
+        assert_eq!(stderr_text("שלום, عالم".as_bytes()), "שלום, عالم");
+    }
+
     /// Found by a review: the command escaped for the message was also what was looked
     /// for, so a script whose name holds a control character (here a tab), found there
     /// but whose interpreter is missing, was said not to exist, as a path or on PATH. It is

@@ -173,19 +173,40 @@ impl StdioServerConfig {
 }
 
 /// `text` (a configured command, an argument) for a message or a log line: each control
-/// character escaped as Rust writes it (`\u{0}`, `\n`, `\u{1b}`), the rest as it is.
-/// Shown raw, a NUL cuts or garbles the line a terminal or a log collector shows, a line
-/// break forges a log line of its own, and an escape sequence drives the terminal.
+/// character escaped as Rust writes it (`\u{0}`, `\n`, `\u{1b}`), and so are Unicode's
+/// line and paragraph separators (`\u{2028}`, `\u{2029}`) and its bidirectional
+/// controls (`\u{202e}`, `\u{2066}`…); the rest as it is. Shown raw, a NUL cuts or garbles
+/// the line a terminal or a log collector shows, a line break (or a separator, to a viewer
+/// that breaks lines there) forges a log line of its own, an escape sequence drives the
+/// terminal, and a bidirectional override shows the rest of the line reordered.
 pub fn shown(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if c.is_control() {
             out.extend(c.escape_default());
+        } else if breaks_or_reorders(c) {
+            out.extend(c.escape_unicode());
         } else {
             out.push(c);
         }
     }
     out
+}
+
+/// Whether `c`, no control character, breaks a line to some viewers (U+2028, U+2029) or
+/// changes the order the rest of a line is shown in (the bidirectional marks, embeddings,
+/// overrides and isolates).
+fn breaks_or_reorders(c: char) -> bool {
+    matches!(
+        c,
+        '\u{2028}'
+            | '\u{2029}'
+            | '\u{061c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+    )
 }
 
 impl fmt::Debug for StdioServerConfig {
