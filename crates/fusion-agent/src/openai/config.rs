@@ -71,6 +71,9 @@ pub struct OpenAiConfig {
     /// Whether [`LlmClient::chat_stream`](crate::LlmClient::chat_stream) asks the server
     /// to stream (`"stream": true`), or makes a plain call and replays its reply.
     pub(super) stream: bool,
+    /// Whether the ids of stored tool calls are sent in a form every server takes, or as
+    /// stored ([`portable_call_ids`](Self::portable_call_ids())).
+    pub(super) portable_call_ids: bool,
 }
 
 impl OpenAiConfig {
@@ -94,16 +97,19 @@ impl OpenAiConfig {
             extra_headers: Vec::new(),
             native_tools: true,
             stream: true,
+            portable_call_ids: false,
         }
     }
 
-    /// Reads `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL`, `FUSION_NATIVE_TOOLS`
-    /// and `FUSION_STREAM`.
+    /// Reads `OPENAI_BASE_URL`, `OPENAI_API_KEY`, `FUSION_MODEL`, `FUSION_NATIVE_TOOLS`,
+    /// `FUSION_STREAM` and `FUSION_PORTABLE_CALL_IDS`.
     ///
     /// Unset or empty variables take the defaults ([`DEFAULT_BASE_URL`], no key,
-    /// [`DEFAULT_MODEL`], native tools on, streaming on). `FUSION_NATIVE_TOOLS=false`
-    /// selects the text ReAct mode for models without tool calling; `FUSION_STREAM=false`
-    /// makes every call a plain one (for a proxy that buffers or breaks event streams).
+    /// [`DEFAULT_MODEL`], native tools on, streaming on, call ids as stored).
+    /// `FUSION_NATIVE_TOOLS=false` selects the text ReAct mode for models without tool
+    /// calling; `FUSION_STREAM=false` makes every call a plain one (for a proxy that
+    /// buffers or breaks event streams); `FUSION_PORTABLE_CALL_IDS=true` sends call ids in
+    /// a form every server takes ([`portable_call_ids`](Self::portable_call_ids())).
     /// Whether a key is needed is checked when the client is built.
     pub fn from_env() -> Result<Self> {
         Self::from_env_with(|name| std::env::var(name).ok())
@@ -125,6 +131,9 @@ impl OpenAiConfig {
         }
         if let Some(flag) = var("FUSION_STREAM") {
             config.stream = parse_flag("FUSION_STREAM", &flag)?;
+        }
+        if let Some(flag) = var("FUSION_PORTABLE_CALL_IDS") {
+            config.portable_call_ids = parse_flag("FUSION_PORTABLE_CALL_IDS", &flag)?;
         }
         Ok(config)
     }
@@ -221,6 +230,24 @@ impl OpenAiConfig {
         self
     }
 
+    /// Sets whether the ids of stored tool calls (and of the results answering them) are
+    /// sent in a form every server takes (default off: as stored).
+    ///
+    /// Off, an id goes back as the server gave it, `functions.read_file:0` as Kimi K2
+    /// writes them included: K2's chat template renders those ids as the headers of the
+    /// calls the model reads, so servers running K2 natively (Moonshot, vLLM, SGLang,
+    /// llama.cpp) need them as they were. On, an id with characters other than
+    /// `[a-zA-Z0-9_-]` or longer than 40 is sent as a readable part of it, `_` and a hash
+    /// of the whole (`functions_read_file_0_<16 hex digits>`), the same in every request,
+    /// for endpoints that refuse such ids with a 400: Anthropic's OpenAI-compatible one
+    /// (`tool_use.id` must match `^[a-zA-Z0-9_-]+$`), OpenAI's (at most 40 characters).
+    /// Such a refusal while this is off says to turn it on. Storage keeps ids as written
+    /// either way; tool names the servers refuse are always sent mapped.
+    pub fn portable_call_ids(mut self, portable: bool) -> Self {
+        self.portable_call_ids = portable;
+        self
+    }
+
     /// Builds the client; see [`OpenAiClient::new`].
     pub fn build(self) -> Result<OpenAiClient> {
         OpenAiClient::new(self)
@@ -292,6 +319,7 @@ impl fmt::Debug for OpenAiConfig {
             .field("extra_headers", &headers)
             .field("native_tools", &self.native_tools)
             .field("stream", &self.stream)
+            .field("portable_call_ids", &self.portable_call_ids)
             .finish()
     }
 }
@@ -381,6 +409,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("FUSION_STREAM"), "{err}");
+    }
+
+    #[test]
+    fn call_ids_go_as_stored_unless_fusion_portable_call_ids_turns_it_on() {
+        assert!(!OpenAiConfig::new("m").portable_call_ids);
+        assert!(
+            OpenAiConfig::new("m")
+                .portable_call_ids(true)
+                .portable_call_ids
+        );
+        assert!(
+            !OpenAiConfig::from_env_with(env(&[]))
+                .unwrap()
+                .portable_call_ids
+        );
+        for on in ["1", "true", " TRUE "] {
+            let config =
+                OpenAiConfig::from_env_with(env(&[("FUSION_PORTABLE_CALL_IDS", on)])).unwrap();
+            assert!(config.portable_call_ids, "{on:?}");
+        }
+        let err = OpenAiConfig::from_env_with(env(&[("FUSION_PORTABLE_CALL_IDS", "kimi")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FUSION_PORTABLE_CALL_IDS"), "{err}");
     }
 
     #[test]

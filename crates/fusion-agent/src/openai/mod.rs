@@ -177,7 +177,17 @@ impl OpenAiClient {
             request,
             self.config.native_tools,
             false,
+            self.call_ids(),
         )?)
+    }
+
+    /// How this client sends the ids of stored calls ([`OpenAiConfig::portable_call_ids`]).
+    fn call_ids(&self) -> sendable::CallIds {
+        if self.config.portable_call_ids {
+            sendable::CallIds::Portable
+        } else {
+            sendable::CallIds::AsStored
+        }
     }
 
     fn context(&self) -> Context<'_> {
@@ -332,7 +342,10 @@ impl LlmClient for OpenAiClient {
         let body = self.request_body(request)?;
         let span = self.call_span(request, false);
         span.in_scope(|| log_request(request, &body));
-        self.send_with_retries(body).instrument(span).await
+        self.send_with_retries(body)
+            .instrument(span)
+            .await
+            .map_err(|error| refusals::explain_refused_call_ids(error, request, self.call_ids()))
     }
 
     /// Streams natively when [`streams`](OpenAiClient::streams); see the module docs.

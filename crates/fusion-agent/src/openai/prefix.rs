@@ -17,6 +17,8 @@ use std::borrow::Cow;
 
 use fusion_core::ChatMessage;
 
+use super::sendable::CallIds;
+
 /// The JSON of the messages sent last, one after another with commas between (what goes
 /// inside a request's `"messages":[...]`), and the messages it encodes.
 #[derive(Default)]
@@ -26,18 +28,28 @@ pub(super) struct EncodedPrefix {
     /// `json[..ends[i]]` encodes `sent[..=i]`.
     ends: Vec<usize>,
     json: Vec<u8>,
+    /// How the kept JSON sends call ids; a request that sends them otherwise keeps none
+    /// of it (clients of one cache may be configured apart).
+    ids: Option<CallIds>,
 }
 
 impl EncodedPrefix {
     /// Brings the kept JSON up to date with `messages` and returns it: the JSON of every
-    /// message, comma-separated, as `encode` writes one.
+    /// message, comma-separated, as `encode` writes one with call ids sent as `ids` say.
     ///
     /// On an error nothing is kept, so a failed request cannot leave half a message behind.
     pub(super) fn update(
         &mut self,
         messages: &[Cow<'_, ChatMessage>],
+        ids: CallIds,
         encode: impl Fn(&mut Vec<u8>, &ChatMessage) -> serde_json::Result<()>,
     ) -> serde_json::Result<&[u8]> {
+        if self.ids != Some(ids) {
+            *self = Self {
+                ids: Some(ids),
+                ..Self::default()
+            };
+        }
         let kept = self
             .sent
             .iter()
@@ -52,7 +64,10 @@ impl EncodedPrefix {
                 self.json.push(b',');
             }
             if let Err(error) = encode(&mut self.json, message) {
-                *self = Self::default();
+                *self = Self {
+                    ids: Some(ids),
+                    ..Self::default()
+                };
                 return Err(error);
             }
             self.ends.push(self.json.len());
@@ -87,7 +102,13 @@ mod tests {
 
     fn encoded(prefix: &mut EncodedPrefix, messages: &[ChatMessage]) -> String {
         let messages: Vec<_> = messages.iter().map(Cow::Borrowed).collect();
-        String::from_utf8(prefix.update(&messages, encode).unwrap().to_vec()).unwrap()
+        String::from_utf8(
+            prefix
+                .update(&messages, CallIds::AsStored, encode)
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -123,7 +144,7 @@ mod tests {
         let calls = std::cell::Cell::new(0);
         let messages: Vec<_> = second.iter().map(Cow::Borrowed).collect();
         prefix
-            .update(&messages, |out, m| {
+            .update(&messages, CallIds::AsStored, |out, m| {
                 calls.set(calls.get() + 1);
                 encode(out, m)
             })
@@ -142,7 +163,7 @@ mod tests {
         let borrowed: Vec<_> = messages.iter().map(Cow::Borrowed).collect();
         let calls = std::cell::Cell::new(0);
         prefix
-            .update(&borrowed, |out, m| {
+            .update(&borrowed, CallIds::AsStored, |out, m| {
                 calls.set(calls.get() + 1);
                 encode(out, m)
             })
@@ -157,7 +178,11 @@ mod tests {
         let messages = [ChatMessage::user("a"), ChatMessage::user("b")];
         let borrowed: Vec<_> = messages.iter().map(Cow::Borrowed).collect();
         let failing = |_: &mut Vec<u8>, _: &ChatMessage| Err(serde::ser::Error::custom("refused"));
-        assert!(prefix.update(&borrowed, failing).is_err());
+        assert!(
+            prefix
+                .update(&borrowed, CallIds::AsStored, failing)
+                .is_err()
+        );
         assert!(prefix.sent.is_empty() && prefix.ends.is_empty() && prefix.json.is_empty());
         assert_eq!(
             encoded(&mut prefix, &messages),

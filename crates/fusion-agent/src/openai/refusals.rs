@@ -1,10 +1,14 @@
 //! What a refusal says a server cannot do, so the client can do without it: stream (a
 //! 400 or 422 naming `stream`, then the request is sent again without it), or call tools
-//! natively (then the session switches to the text ReAct format); and a refusal of a
-//! request longer than the model's context window, whose error says how to recover.
+//! natively (then the session switches to the text ReAct format); and refusals whose
+//! error says how to recover: a request longer than the model's context window, a call id
+//! the server does not take.
 
 use fusion_core::Error;
 use reqwest::StatusCode;
+
+use super::sendable::{CallIds, sendable_call_id};
+use crate::llm::ChatRequest;
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
 /// 422 whose body mentions `stream`, `streaming` or `stream_options`), so the same request
@@ -88,6 +92,59 @@ pub fn rejects_native_tools(error: &Error) -> bool {
                 .any(|phrase| message.contains(phrase))
         }
         _ => false,
+    }
+}
+
+/// Phrases of a refusal that names a tool call's id, lowercased: Anthropic's
+/// `messages.1.content.0.tool_use.id: String should match pattern`, `tool_call_id`,
+/// `tool_use_id` and "tool call id" wordings. OpenAI's `'messages[1].tool_calls[0].id'`
+/// is recognised apart ([`names_a_call_id`]).
+const CALL_ID_REFUSED: &[&str] = &["tool_call_id", "tool_use_id", "tool_use.id", "tool call id"];
+
+/// Whether `text` (lowercased) names a tool call's id.
+fn names_a_call_id(text: &str) -> bool {
+    CALL_ID_REFUSED.iter().any(|phrase| text.contains(phrase))
+        || (text.contains("tool_calls[") && text.contains("].id"))
+}
+
+/// `error` with what to do added when it is a 400 or 422 naming a tool call's id, sent
+/// as stored (`ids`), and `request`'s history holds an id
+/// [`portable_call_ids`](super::OpenAiConfig::portable_call_ids) would send otherwise
+/// (`functions.read_file:0` as Kimi models write them, one past 40 characters): every
+/// later request of the session would be refused the same, and only that option mends it.
+pub(super) fn explain_refused_call_ids(
+    error: Error,
+    request: &ChatRequest<'_>,
+    ids: CallIds,
+) -> Error {
+    let Error::Llm {
+        message,
+        status: status @ Some(400 | 422),
+        retryable,
+        source,
+    } = error
+    else {
+        return error;
+    };
+    let unportable = request.messages.iter().find_map(|m| {
+        let ids = m.tool_calls.iter().map(|call| call.id.as_str());
+        ids.chain(m.tool_call_id.as_deref())
+            .find(|id| sendable_call_id(id) != *id)
+    });
+    let message = match unportable {
+        Some(id) if ids == CallIds::AsStored && names_a_call_id(&message.to_lowercase()) => {
+            format!(
+                "{message}. The history holds tool-call ids sent as stored that this server                  may not take (`{}`): turn on OpenAiConfig::portable_call_ids                  (FUSION_PORTABLE_CALL_IDS=true) to send them in a form every server takes;                  the stored history is unchanged",
+                id.escape_debug()
+            )
+        }
+        _ => message,
+    };
+    Error::Llm {
+        message,
+        status,
+        retryable,
+        source,
     }
 }
 
@@ -200,6 +257,62 @@ mod tests {
                 failure.message
             );
         }
+    }
+
+    /// Found by a review of ef3fd2f: call ids go as stored by default (Kimi K2 reads
+    /// them), so an endpoint that refuses `functions.read_file:0` fails the request; its
+    /// error must say which option sends them in a form it takes.
+    #[test]
+    fn a_refused_call_id_says_to_turn_portable_ids_on() {
+        use std::borrow::Cow;
+
+        use fusion_core::{ChatMessage, ToolCall};
+
+        let refusal = |status: StatusCode, body: &str| {
+            status_failure(&ctx(), status, &HeaderMap::new(), body.as_bytes()).into_error(1)
+        };
+        let history = |id: &str| {
+            vec![
+                ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(id, "t", "{}")]),
+                ChatMessage::tool_result(id, "out"),
+            ]
+        };
+        let kimi = history("functions.read_file:0");
+        let long = history(&"c".repeat(41));
+        let portable = history("call_0");
+        fn request(messages: &[ChatMessage]) -> ChatRequest<'_> {
+            ChatRequest {
+                messages: messages.iter().map(Cow::Borrowed).collect(),
+                ..Default::default()
+            }
+        }
+        let hinted = |error: Error, messages: &[ChatMessage], ids: CallIds| {
+            let explained = explain_refused_call_ids(error, &request(messages), ids);
+            assert!(matches!(
+                explained,
+                Error::Llm {
+                    status: Some(400 | 422),
+                    ..
+                }
+            ));
+            explained.to_string().contains("portable_call_ids")
+        };
+        let anthropic = r#"{"type":"error","error":{"type":"invalid_request_error","message":"messages.1.content.0.tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"}}"#;
+        let openai = r#"{"error":{"message":"Invalid 'messages[1].tool_calls[0].id': string too long. Expected a string with maximum length 40, but got a string with length 41 instead.","type":"invalid_request_error","param":"messages[1].tool_calls[0].id","code":"string_above_max_length"}}"#;
+        let other = r#"{"error":{"message":"Invalid 'messages[2].role'"}}"#;
+        let said = |body| refusal(StatusCode::BAD_REQUEST, body);
+        assert!(hinted(said(anthropic), &kimi, CallIds::AsStored));
+        assert!(hinted(said(openai), &long, CallIds::AsStored));
+        let tool_call_id = r#"{"detail":"invalid tool_call_id"}"#;
+        let unprocessable = refusal(StatusCode::UNPROCESSABLE_ENTITY, tool_call_id);
+        assert!(hinted(unprocessable, &kimi, CallIds::AsStored));
+        // Ids already portable, the option already on, or a refusal of something else.
+        assert!(!hinted(said(anthropic), &portable, CallIds::AsStored));
+        assert!(!hinted(said(anthropic), &kimi, CallIds::Portable));
+        assert!(!hinted(said(other), &kimi, CallIds::AsStored));
+        let not_a_400 = refusal(StatusCode::BAD_GATEWAY, "tool_use.id");
+        let kept = explain_refused_call_ids(not_a_400, &request(&kimi), CallIds::AsStored);
+        assert!(!kept.to_string().contains("portable_call_ids"), "{kept}");
     }
 
     #[test]

@@ -3,9 +3,9 @@
 //! own annotations are not for the model).
 //!
 //! What storage keeps exactly as the model wrote it, some servers refuse to be sent back:
-//! every stored tool call goes with a name a tool could have and an id servers take
-//! ([`sendable_call_name`], [`sendable_call_id`], the result's id alike; a message's
-//! participant name with [`sendable_participant`]) and arguments that are a JSON object
+//! every stored tool call goes with a name a tool could have ([`sendable_call_name`]),
+//! and with an id servers take when the client asks for it ([`CallIds`], the result's id
+//! alike; a message's participant name with [`sendable_participant`]) and arguments that are a JSON object
 //! ([`sendable_arguments`]), and no reply or user message goes empty ([`EMPTY_REPLY`],
 //! [`EMPTY_USER_MESSAGE`]).
 
@@ -15,7 +15,7 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 use serde::{Serialize, Serializer};
 
 use super::prefix::EncodedPrefix;
-use super::sendable::{sendable_call_id, sendable_call_name, sendable_participant};
+use super::sendable::{CallIds, sendable_call_name, sendable_participant};
 use crate::llm::{ChatRequest, ToolDefinition};
 
 #[derive(Serialize)]
@@ -42,12 +42,13 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-/// Serialises the messages as a sequence straight from the request, with no intermediate Vec.
-struct WireMessages<'a>(&'a [Cow<'a, ChatMessage>]);
+/// Serialises the messages as a sequence straight from the request, with no intermediate
+/// Vec, their calls' ids sent as the `CallIds` say.
+struct WireMessages<'a>(&'a [Cow<'a, ChatMessage>], CallIds);
 
 impl Serialize for WireMessages<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|m| WireMessage::from(&**m)))
+        serializer.collect_seq(self.0.iter().map(|m| WireMessage::new(m, self.1)))
     }
 }
 
@@ -65,8 +66,9 @@ struct WireMessage<'a> {
     name: Option<Cow<'a, str>>,
 }
 
-impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
-    fn from(m: &'a ChatMessage) -> Self {
+impl<'a> WireMessage<'a> {
+    /// `m` as sent, its calls' ids (or its result's) as `ids` say.
+    fn new(m: &'a ChatMessage, ids: CallIds) -> Self {
         let content = if m.content.is_empty() && m.has_tool_calls() {
             None
         } else if m.role == Role::Assistant && !m.has_tool_calls() && m.content.trim().is_empty() {
@@ -79,8 +81,8 @@ impl<'a> From<&'a ChatMessage> for WireMessage<'a> {
         Self {
             role: m.role.as_str(),
             content,
-            tool_calls: WireCalls(&m.tool_calls),
-            tool_call_id: m.tool_call_id.as_deref().map(sendable_call_id),
+            tool_calls: WireCalls(&m.tool_calls, ids),
+            tool_call_id: m.tool_call_id.as_deref().map(|id| ids.send(id)),
             // A participant's name, which OpenAI checks as it checks a call's (an
             // application's user "Ada Lovelace"); none rather than an empty one.
             name: m
@@ -114,7 +116,7 @@ const EMPTY_USER_MESSAGE: &str = "(empty message)";
 
 /// A message's tool calls as sent: `{"id", "type": "function", "function": {"name",
 /// "arguments"}}`, the id, the name and the arguments made sendable.
-struct WireCalls<'a>(&'a [ToolCall]);
+struct WireCalls<'a>(&'a [ToolCall], CallIds);
 
 impl WireCalls<'_> {
     fn is_empty(&self) -> bool {
@@ -125,7 +127,7 @@ impl WireCalls<'_> {
 impl Serialize for WireCalls<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.0.iter().map(|call| WireCall {
-            id: sendable_call_id(&call.id),
+            id: self.1.send(&call.id),
             kind: "function",
             function: WireCallFunction {
                 name: sendable_call_name(&call.name),
@@ -174,7 +176,8 @@ struct WireTool<'a> {
 
 /// The JSON body for `request`. Tools are left out when `native_tools` is off, since a
 /// server for a model without tool calling may reject the field. `stream` adds
-/// `"stream": true` and `"stream_options": {"include_usage": true}`.
+/// `"stream": true` and `"stream_options": {"include_usage": true}`. `ids` says how the
+/// calls' ids are sent.
 ///
 /// With a [`RequestCache`](crate::RequestCache) in the request, the messages' JSON comes
 /// from the conversation's [`EncodedPrefix`], so only messages not sent before are encoded;
@@ -184,20 +187,26 @@ pub(super) fn encode_request(
     request: &ChatRequest<'_>,
     native_tools: bool,
     stream: bool,
+    ids: CallIds,
 ) -> serde_json::Result<Vec<u8>> {
+    let body = |messages: &[Cow<'_, ChatMessage>]| {
+        encode_body(model, messages, request, native_tools, stream, ids)
+    };
     let Some(cache) = request.cache else {
-        return encode_body(model, &request.messages, request, native_tools, stream);
+        return body(&request.messages);
     };
     // Without messages the body reads `{"model":M,"messages":[]...}`; the kept JSON goes
     // between those brackets.
-    let empty = encode_body(model, &[], request, native_tools, stream)?;
+    let empty = body(&[])?;
     let at = br#"{"model":"#.len() + serde_json::to_vec(model)?.len() + br#","messages":["#.len();
     if empty.get(at - 1..=at) != Some(b"[]") {
         // Not the layout this splice was written for: encode everything rather than guess.
-        return encode_body(model, &request.messages, request, native_tools, stream);
+        return body(&request.messages);
     }
     cache.with(|prefix: &mut EncodedPrefix| {
-        let messages = prefix.update(&request.messages, encode_message)?;
+        let messages = prefix.update(&request.messages, ids, |out, message| {
+            serde_json::to_writer(out, &WireMessage::new(message, ids))
+        })?;
         let mut body = Vec::with_capacity(empty.len() + messages.len());
         body.extend_from_slice(&empty[..at]);
         body.extend_from_slice(messages);
@@ -213,6 +222,7 @@ fn encode_body(
     request: &ChatRequest<'_>,
     native_tools: bool,
     stream: bool,
+    ids: CallIds,
 ) -> serde_json::Result<Vec<u8>> {
     let tools = if native_tools {
         request
@@ -228,7 +238,7 @@ fn encode_body(
     };
     serde_json::to_vec(&WireRequest {
         model,
-        messages: WireMessages(messages),
+        messages: WireMessages(messages, ids),
         tools,
         temperature: request.options.temperature,
         max_tokens: request.options.max_tokens,
@@ -237,11 +247,6 @@ fn encode_body(
             include_usage: true,
         }),
     })
-}
-
-/// Appends one message's JSON, as it appears in a request's `messages`, to `out`.
-fn encode_message(out: &mut Vec<u8>, message: &ChatMessage) -> serde_json::Result<()> {
-    serde_json::to_writer(out, &WireMessage::from(message))
 }
 
 #[cfg(test)]
@@ -261,8 +266,10 @@ mod tests {
             messages: messages.iter().map(Cow::Borrowed).collect(),
             ..Default::default()
         };
-        let body: Value =
-            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             body,
             json!({"model": "m", "messages": [
@@ -291,8 +298,10 @@ mod tests {
             messages: messages.iter().map(Cow::Borrowed).collect(),
             ..Default::default()
         };
-        let body: Value =
-            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let body: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
         let contents: Vec<&Value> = body["messages"]
             .as_array()
             .unwrap()
@@ -336,8 +345,9 @@ mod tests {
 
     /// Found by a review: a call's id servers refuse (`functions.read_file:0`, sent by
     /// proxies of Kimi models; Anthropic takes only `[a-zA-Z0-9_-]`) was sent as stored,
-    /// and a made-up name was sent as a real tool's (`functions_read_file`). The id is
-    /// replaced alike in the call and its result; storage keeps both as written.
+    /// and a made-up name was sent as a real tool's (`functions_read_file`). With portable
+    /// ids the id is replaced alike in the call and its result; by default both go as
+    /// stored (Kimi K2 reads them). Storage keeps both as written.
     #[test]
     fn a_call_and_its_result_carry_one_sendable_id() {
         let messages = [
@@ -355,8 +365,25 @@ mod tests {
             messages: messages.iter().map(Cow::Borrowed).collect(),
             ..Default::default()
         };
-        let body: Value =
-            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let stored: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
+        let calls = &stored["messages"][0]["tool_calls"];
+        assert_eq!(calls[0]["id"], json!("functions.read_file:0"));
+        assert_eq!(
+            stored["messages"][1]["tool_call_id"],
+            json!("functions.read_file:0")
+        );
+        let made_up = calls[0]["function"]["name"].as_str().unwrap();
+        assert_ne!(
+            made_up, "functions_read_file",
+            "names are mapped either way"
+        );
+        let body: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, false, CallIds::Portable).unwrap(),
+        )
+        .unwrap();
         let calls = &body["messages"][0]["tool_calls"];
         let id = calls[0]["id"].as_str().unwrap();
         assert!(
@@ -381,15 +408,19 @@ mod tests {
             }],
             ..Default::default()
         };
-        let native: Value =
-            serde_json::from_slice(&encode_request("m", &request, true, false).unwrap()).unwrap();
+        let native: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             native["tools"],
             json!([{"type": "function", "function":
                 {"name": "t", "description": "d", "parameters": {"type": "object"}}}])
         );
-        let text: Value =
-            serde_json::from_slice(&encode_request("m", &request, false, false).unwrap()).unwrap();
+        let text: Value = serde_json::from_slice(
+            &encode_request("m", &request, false, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
         assert!(text.get("tools").is_none());
     }
 
@@ -400,13 +431,15 @@ mod tests {
             messages: messages.iter().map(Cow::Borrowed).collect(),
             ..Default::default()
         };
-        let plain = encode_request("m", &request, true, false).unwrap();
+        let plain = encode_request("m", &request, true, false, CallIds::AsStored).unwrap();
         assert_eq!(
             String::from_utf8(plain).unwrap(),
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#
         );
-        let streaming: Value =
-            serde_json::from_slice(&encode_request("m", &request, true, true).unwrap()).unwrap();
+        let streaming: Value = serde_json::from_slice(
+            &encode_request("m", &request, true, true, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
         assert_eq!(streaming["stream"], json!(true));
         assert_eq!(streaming["stream_options"], json!({"include_usage": true}));
     }
@@ -434,8 +467,13 @@ mod tests {
             request.options.temperature = (step % 3 == 0).then_some(0.5);
             request.options.max_tokens = (step % 4 == 0).then_some(64);
             for model in ["m", "a \"quoted\" modèl"] {
-                for (native, stream) in [(true, false), (false, true), (true, true)] {
-                    let plain = encode_request(model, &request, native, stream).unwrap();
+                for (native, stream, ids) in [
+                    (true, false, CallIds::AsStored),
+                    (false, true, CallIds::AsStored),
+                    (true, true, CallIds::Portable),
+                    (true, false, CallIds::Portable),
+                ] {
+                    let plain = encode_request(model, &request, native, stream, ids).unwrap();
                     let cached = encode_request(
                         model,
                         &ChatRequest {
@@ -444,6 +482,7 @@ mod tests {
                         },
                         native,
                         stream,
+                        ids,
                     )
                     .unwrap();
                     assert_eq!(
@@ -458,12 +497,12 @@ mod tests {
         history.push(ChatMessage::assistant_with_tool_calls(
             "",
             vec![
-                ToolCall::new("c1", "t", "{\"p\":\"\\u00e9\"}"),
+                ToolCall::new("functions.t:1", "t", "{\"p\":\"\\u00e9\"}"),
                 ToolCall::new("c2", "t", "{bad"),
             ],
         ));
         check(&history);
-        history.push(ChatMessage::tool_result("c1", "out"));
+        history.push(ChatMessage::tool_result("functions.t:1", "out"));
         history.push(ChatMessage::tool_result("c2", ""));
         check(&history);
         history[1].content.push('!'); // rewritten mid-history

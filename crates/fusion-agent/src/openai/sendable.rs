@@ -14,6 +14,9 @@
 //! have), so the model never sees a call of one tool that was a call of another. The
 //! mapping is a function of the value alone, so a call and its result carry the same id
 //! in every request, and the encoded prefix of a conversation stays valid.
+//!
+//! Ids are replaced only when the client asks for it ([`CallIds`]): some models read
+//! them (Kimi K2's are its calls' headers), so by default they go as stored.
 
 use std::borrow::Cow;
 
@@ -75,13 +78,38 @@ pub(super) fn sendable_call_name(name: &str) -> Cow<'_, str> {
     }
 }
 
-/// The id a stored call, and the result answering it, are sent with: the stored id when
-/// servers take it (`[a-zA-Z0-9_-]`, 1 to 40 characters), else a readable part of it and
-/// its hash ([`with_hash`]), the same for the call and its result.
+/// How the ids of stored calls, and of the results answering them, are sent
+/// ([`OpenAiConfig::portable_call_ids`](super::OpenAiConfig::portable_call_ids)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CallIds {
+    /// As stored (the default): `functions.read_file:0` as Kimi K2 writes it, which K2's
+    /// chat template renders back as the header of the call the model reads; sent
+    /// replaced, K2 served natively (Moonshot, vLLM, SGLang, llama.cpp) would read its
+    /// own history wrong, silently.
+    AsStored,
+    /// [`sendable_call_id`]: replaced when a server may refuse it (Anthropic's endpoint
+    /// takes only `[a-zA-Z0-9_-]`, OpenAI at most 40 characters).
+    Portable,
+}
+
+impl CallIds {
+    /// `id` as sent.
+    pub(super) fn send(self, id: &str) -> Cow<'_, str> {
+        match self {
+            Self::AsStored => Cow::Borrowed(id),
+            Self::Portable => sendable_call_id(id),
+        }
+    }
+}
+
+/// The id a stored call, and the result answering it, are sent with under
+/// [`CallIds::Portable`]: the stored id when servers take it (`[a-zA-Z0-9_-]`, 1 to 40
+/// characters), else a readable part of it and its hash ([`with_hash`]), the same for the
+/// call and its result.
 ///
-/// Storage keeps the id as the server gave it (`functions.read_file:0` from proxies of
-/// Kimi models, a long one from a gateway), but Anthropic's endpoint refuses an id with
-/// other characters and OpenAI one longer than 40, each failing every later request.
+/// Storage keeps the id as the server gave it (`functions.read_file:0` from Kimi models,
+/// a long one from a gateway), but Anthropic's endpoint refuses an id with other
+/// characters and OpenAI one longer than 40, each failing every later request.
 pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
     if fits(id, MAX_ID_CHARS) {
         Cow::Borrowed(id)
@@ -179,5 +207,23 @@ mod tests {
             }
         }
         assert!(sent[0].starts_with("functions_read_f"));
+        assert_eq!(CallIds::Portable.send(ids[0]), sent[0]);
+    }
+
+    /// Found by a review of ef3fd2f: Kimi K2 reads its history's ids as its calls'
+    /// headers (`functions.read_file:0`), so servers running it natively got every past
+    /// call mangled. By default ids go as stored, whatever they hold.
+    #[test]
+    fn by_default_ids_are_sent_as_stored() {
+        let long = "c".repeat(MAX_ID_CHARS + 1);
+        for id in [
+            "functions.read_file:0",
+            "call 0",
+            "",
+            "call_0",
+            long.as_str(),
+        ] {
+            assert_eq!(CallIds::AsStored.send(id), id);
+        }
     }
 }

@@ -63,10 +63,14 @@ impl OpenAiClient {
         }
         let span = self.call_span(request, true);
         stream::once(self.open_stream(request, span.clone()).instrument(span))
-            .flat_map(|opened| match opened {
+            .flat_map(move |opened| match opened {
                 Ok(Opened::Live(live)) => live.into_stream(),
                 Ok(Opened::Whole(response)) => replay(response),
-                Err(error) => stream::iter([Err(error)]).boxed(),
+                Err(error) => {
+                    let ids = self.call_ids();
+                    let error = refusals::explain_refused_call_ids(error, request, ids);
+                    stream::iter([Err(error)]).boxed()
+                }
             })
             .boxed()
     }
@@ -78,7 +82,8 @@ impl OpenAiClient {
         span: Span,
     ) -> Result<Opened<'a>> {
         let model = &self.config.model;
-        let body = request::encode_request(model, request, self.config.native_tools, true)?;
+        let native_tools = self.config.native_tools;
+        let body = request::encode_request(model, request, native_tools, true, self.call_ids())?;
         super::log_request(request, &body);
         let started = Instant::now();
         // Built once: the body becomes shared bytes, so each retry's clone is a refcount.

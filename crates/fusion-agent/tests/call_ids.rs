@@ -1,0 +1,161 @@
+//! How the ids of stored tool calls are sent back: as stored by default (Kimi K2 writes
+//! `functions.read_file:0` and its chat template renders those ids as the headers of the
+//! calls the model reads, so servers running K2 natively need them unchanged), and in a
+//! form every server takes with `OpenAiConfig::portable_call_ids(true)` (Anthropic's
+//! OpenAI-compatible endpoint refuses anything outside `[a-zA-Z0-9_-]`). An endpoint
+//! refusing a stored id says to turn that option on.
+
+use std::borrow::Cow;
+
+use fusion_agent::testing::{MockLlmServer, MockReply};
+use fusion_agent::{ChatRequest, LlmClient, OpenAiClient, OpenAiConfig};
+use fusion_core::{ChatMessage, ToolCall};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+const KIMI_ID: &str = "functions.read_file:0";
+
+/// Every call id and result id in a request's history, in order.
+fn ids(request: &Value) -> Vec<String> {
+    let messages = request["messages"].as_array().cloned().unwrap_or_default();
+    let mut ids = Vec::new();
+    for message in &messages {
+        for call in message["tool_calls"].as_array().into_iter().flatten() {
+            ids.push(call["id"].as_str().unwrap_or_default().to_owned());
+        }
+        if let Some(id) = message["tool_call_id"].as_str() {
+            ids.push(id.to_owned());
+        }
+    }
+    ids
+}
+
+/// A server that refuses ids as Anthropic's endpoint does, else answers "ok".
+async fn anthropic_like() -> MockLlmServer {
+    MockLlmServer::start_with(|request| {
+        let fits = |id: &String| {
+            !id.is_empty()
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if ids(request).iter().all(fits) {
+            return MockReply::text("ok");
+        }
+        MockReply::Raw {
+            status: 400,
+            body: json!({"type": "error", "error": {"type": "invalid_request_error",
+                "message": "messages.1.content.0.tool_use.id: String should match pattern \
+                    '^[a-zA-Z0-9_-]+$'"}})
+            .to_string(),
+        }
+    })
+    .await
+}
+
+fn client(server: &MockLlmServer, portable: bool, stream: bool) -> OpenAiClient {
+    OpenAiConfig::new("kimi-k2")
+        .base_url(server.base_url())
+        .max_retries(0)
+        .stream(stream)
+        .portable_call_ids(portable)
+        .build()
+        .unwrap()
+}
+
+fn history() -> Vec<ChatMessage> {
+    vec![
+        ChatMessage::user("Read notes.txt"),
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new(
+                KIMI_ID,
+                "read_file",
+                r#"{"path":"notes.txt"}"#,
+            )],
+        ),
+        ChatMessage::tool_result(KIMI_ID, "hello"),
+    ]
+}
+
+/// A plain call's answer, and a streamed call's (its first item when that is an error).
+async fn ask(client: &OpenAiClient, messages: &[ChatMessage]) -> [Result<String, String>; 2] {
+    let request = ChatRequest {
+        messages: messages.iter().map(Cow::Borrowed).collect(),
+        ..Default::default()
+    };
+    let plain = client.chat(&request).await;
+    let plain = plain.map(|r| r.message.content).map_err(|e| e.to_string());
+    let mut stream = client.chat_stream(&request);
+    let mut streamed = Err("no item".to_owned());
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(fusion_agent::ChatDelta::Done(response)) => {
+                streamed = Ok(response.message.content);
+            }
+            Ok(_) => {}
+            Err(error) => {
+                streamed = Err(error.to_string());
+                break;
+            }
+        }
+    }
+    [plain, streamed]
+}
+
+/// Found by a review of ef3fd2f: every id outside `[a-zA-Z0-9_-]` was sent replaced, so a
+/// server running Kimi K2 natively got `functions_read_file_0_<hash>` for each past call
+/// of the model's, silently degrading its view of its own history.
+#[tokio::test]
+async fn call_ids_are_sent_as_stored_by_default() {
+    let server = MockLlmServer::start().await;
+    server.set_default(MockReply::text("ok"));
+    let client = client(&server, false, true);
+    let messages = history();
+    let body: Value = serde_json::from_slice(
+        &client
+            .request_body(&ChatRequest {
+                messages: messages.iter().map(Cow::Borrowed).collect(),
+                ..Default::default()
+            })
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ids(&body), [KIMI_ID, KIMI_ID]);
+    for answer in ask(&client, &messages).await {
+        assert_eq!(answer.as_deref(), Ok("ok"));
+    }
+    for request in server.requests() {
+        assert_eq!(ids(&request), [KIMI_ID, KIMI_ID]);
+    }
+}
+
+/// An endpoint refusing a stored id fails the request loudly, and the error says which
+/// option sends ids it takes; with the option on, the same history is answered.
+#[tokio::test]
+async fn a_refused_id_says_to_send_portable_ids_and_they_are_taken() {
+    let server = anthropic_like().await;
+    let messages = history();
+    for stream in [false, true] {
+        for answer in ask(&client(&server, false, stream), &messages).await {
+            let error = answer.unwrap_err();
+            for said in [
+                "tool_use.id",
+                "portable_call_ids",
+                "FUSION_PORTABLE_CALL_IDS",
+            ] {
+                assert!(error.contains(said), "{said}: {error}");
+            }
+            assert!(error.contains(KIMI_ID), "{error}");
+        }
+        let refused = server.request_count();
+        for answer in ask(&client(&server, true, stream), &messages).await {
+            assert_eq!(answer.as_deref(), Ok("ok"));
+        }
+        for request in &server.requests()[refused..] {
+            let sent = ids(request);
+            assert_eq!(sent[0], sent[1], "a call and its result carry one id");
+            assert!(sent[0].starts_with("functions_read_file_0_"), "{sent:?}");
+        }
+    }
+}
