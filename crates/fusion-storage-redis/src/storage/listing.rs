@@ -187,10 +187,14 @@ impl RedisStorage {
         };
         // Upkeep: the page is what the walk read, whatever becomes of it.
         self.prune_or_leave("list_page", scope, &stale).await;
-        if !repairs.is_empty()
+        let repaired = repairs.len();
+        if repaired > 0
             && let Err(err) = self.repair("list_page", &index, repairs).await
         {
-            Left::Failed(err).log("a listing's repair of index scores left for later", 1);
+            Left::Failed(err).log(
+                "a listing's repair of index scores left for later",
+                repaired,
+            );
         }
         let mut sessions: Vec<SessionInfo> = rows
             .into_iter()
@@ -380,5 +384,63 @@ mod tests {
         let phrase = "a listing's prune left for a later listing";
         assert_eq!(text.matches(phrase).count(), 1, "{text}");
         assert!(text.contains("wrong type"), "{text}");
+    }
+
+    /// Found by a review: a listing whose repair of stale index scores failed logged the
+    /// upkeep left with a count of 1, however many scores it left stale. It counts them
+    /// now (here two, whose repairs lose every reply).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_listing_whose_repair_fails_counts_the_repairs_it_left() {
+        use fusion_core::testkit::faults::FaultProxy;
+        use std::time::Duration;
+
+        let url = std::env::var("REDIS_URL")
+            .ok()
+            .filter(|url| !url.is_empty());
+        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
+        let Some(url) = url.or_else(unset) else {
+            return;
+        };
+        let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
+        let prefix = format!("repair-left-{}", crate::scripts::claim_token());
+        let options = RedisOptions::new()
+            .key_prefix(&prefix)
+            .connect_timeout(Duration::from_secs(1))
+            .reconnect_retries(1);
+        let store = RedisStorage::connect_with(&through, options).await.unwrap();
+        let ids = ["one", "two", "three"];
+        for id in ids {
+            let meta = SessionMeta::new();
+            store.create_session(id, &meta, &said("a")).await.unwrap();
+        }
+        let mut raw = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // Two entries scored at another time than their sessions' `updated_at`.
+        let updated = format!("{prefix}:updated");
+        let _: () = raw
+            .zadd_multiple(&updated, &[(1, "one"), (2, "two")])
+            .await
+            .unwrap();
+        let reindex = crate::scripts::REINDEX.get_hash().to_string();
+        proxy.cut_randomly_containing(reindex, 1.0, 5);
+        let logs = Logs::new();
+        let page = store
+            .list_page(&SessionQuery::default())
+            .with_subscriber(logs.subscriber(tracing::Level::DEBUG))
+            .await;
+        proxy.stop_cutting();
+        for id in ids {
+            store.delete(id).await.unwrap();
+        }
+        let _: () = raw.del(&updated).await.unwrap();
+        assert_eq!(page.unwrap().sessions.len(), 3);
+        let text = logs.text();
+        let phrase = "a listing's repair of index scores left for later";
+        let line = text.lines().find(|line| line.contains(phrase));
+        let line = line.unwrap_or_else(|| panic!("no repair left: {text}"));
+        assert!(line.contains("count=2"), "{line}");
     }
 }
