@@ -158,7 +158,7 @@ impl RedisStorage {
     /// for the claimer of `token`, beside the caller's own second look: their sessions
     /// looked at and listed as found, then the entries dropped (at this token already,
     /// `forget`'s `claim` leaves them as they are). Best effort, for at most the response
-    /// timeout: a failure here, on other sessions' nodes, is not the caller's, and leaves
+    /// timeout a round trip ([`forget_limit`]): a failure here, on other sessions' nodes, is not the caller's, and leaves
     /// the entries leased, due again a lease later for the next delete, prune or purge.
     /// Nothing to send when none were taken up.
     pub(super) async fn finish_taken(&self, name: &'static str, taken: &[String], token: &str) {
@@ -172,7 +172,8 @@ impl RedisStorage {
         // purge. A look cut short is safe anywhere (it only lists what it finds, then
         // drops), its entries leased.
         let finish = self.forget(name, &[], taken, &[], token);
-        if let Err(left) = within(self.response_timeout, finish).await {
+        let limit = forget_limit(self.response_timeout, taken.len());
+        if let Err(left) = within(limit, finish).await {
             left.log("look-again entries left for later", taken.len());
         }
     }
@@ -291,6 +292,22 @@ impl RedisStorage {
     }
 }
 
+/// The round trips of a [`forget`](RedisStorage::forget) naming no gone session, one
+/// after the other: the claim of its members, the second look, the listings put back,
+/// the drop.
+const FORGET_ROUND_TRIPS: u32 = 4;
+
+/// How long a [`forget`](RedisStorage::forget) of `members` alone (no gone session) is
+/// given as upkeep ([`RedisStorage::finish_taken`], an update's removal of its old expiry
+/// entry): `per_call` for each round trip, each of its [`CLAIMED_CHUNK`] members (the
+/// claim, the drop and the look go a chunk a call). One timeout for the whole would cut a
+/// node answering each call within it, but not the four, at every call: the upkeep left
+/// to a purge each time.
+pub(super) fn forget_limit(per_call: Duration, members: usize) -> Duration {
+    let chunks = u32::try_from(members.div_ceil(CLAIMED_CHUNK)).unwrap_or(u32::MAX);
+    per_call.saturating_mul(FORGET_ROUND_TRIPS.saturating_mul(chunks.max(1)))
+}
+
 /// How long [`RedisStorage::look_again_soon`] gives the look-again entries of `ids` ids,
 /// and [`RedisStorage::drop_look_again_soon`] the drop of them: `per_call` for each
 /// `CLAIMED` call they take (at least one).
@@ -312,5 +329,17 @@ mod tests {
         assert_eq!(look_again_limit(second, 1), second);
         assert_eq!(look_again_limit(second, CLAIMED_CHUNK), second);
         assert_eq!(look_again_limit(second, 2 * CLAIMED_CHUNK + 1), 3 * second);
+    }
+
+    /// Found by a review: the second look at entries taken up (`finish_taken`) and an
+    /// update's removal of its old expiry entry (`forget`, four round trips one after the
+    /// other) shared one response timeout, so a node answering each request within it,
+    /// but not all four, had that upkeep cut every time. Each round trip gets it now.
+    #[test]
+    fn a_forget_as_upkeep_gets_the_timeout_per_round_trip() {
+        let second = Duration::from_secs(1);
+        assert_eq!(forget_limit(second, 1), 4 * second);
+        assert_eq!(forget_limit(second, CLAIMED_CHUNK), 4 * second);
+        assert_eq!(forget_limit(second, CLAIMED_CHUNK + 1), 8 * second);
     }
 }

@@ -20,6 +20,7 @@ use futures::future::join;
 use redis::{FromRedisValue, Value};
 
 use super::RedisStorage;
+use super::forget::forget_limit;
 use super::upkeep::{Left, within};
 use super::write::evalsha;
 use crate::error::{BACKEND, parse_redis_error};
@@ -186,12 +187,14 @@ impl RedisStorage {
                 if let Some((was, _)) = found.expiry_entry(id)
                     && entry.is_none_or(|(member, _)| member != was)
                 {
-                    // Bounded as other upkeep is (`upkeep::within`): the update is done, and
-                    // its caller does not wait on the expiry index's node for this.
+                    // Bounded as other upkeep is (`upkeep::within`, the response timeout
+                    // a round trip): the update is done, and its caller does not wait on
+                    // the expiry index's node for this.
                     let token = scripts::claim_token();
                     let was = [was];
                     let forget = self.forget(op.name, &[], &was, &[], &token);
-                    if let Err(left) = within(self.response_timeout, forget).await {
+                    let limit = forget_limit(self.response_timeout, was.len());
+                    if let Err(left) = within(limit, forget).await {
                         left.log("an expiry entry left for a purge", 1);
                     }
                 }
