@@ -161,8 +161,8 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
         Some("MISCONF") => (
             format!(
                 "{op}: the server cannot save its data to disk and refuses writes while \
-                 `stop-writes-on-bgsave-error` is on; nothing was written: fix the server's \
-                 disk or persistence settings ({err})"
+                 `stop-writes-on-bgsave-error` is on; it refused the command, which wrote \
+                 nothing: fix the server's disk or persistence settings ({err})"
             ),
             false,
         ),
@@ -184,12 +184,14 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             false,
         ),
         // Retryable: replicas reconnect (a restart, a network blip) and the server takes
-        // writes again; it refuses a write script at its first write, so nothing was
-        // written.
+        // writes again; it refuses a write script at its first write, so the command
+        // wrote nothing. Not "nothing was written": on a cluster the refused command may
+        // be an index request after the session's write, which was stored
+        // (`index::stored_before` says so).
         Some("NOREPLICAS") => (
             format!(
                 "{op}: the server has fewer good replicas than its `min-replicas-to-write` \
-                 asks and refused the write; nothing was written: retry once its replicas \
+                 asks and refused the command, which wrote nothing: retry once its replicas \
                  are back ({err})"
             ),
             true,
@@ -420,7 +422,7 @@ mod tests {
             (
                 "-NOREPLICAS Not enough good replicas to write. script: \
                  abc, on @user_script:12.\r\n",
-                "nothing was written",
+                "which wrote nothing",
             ),
             ("-ERR max number of clients reached\r\n", "maxclients"),
         ] {

@@ -73,7 +73,8 @@ impl RedisStorage {
         let owner = written.owner.as_deref();
         let Some(updated) = &written.updated else {
             let gone = |_: &()| (written.owner.clone(), written.due.is_some());
-            return self.deleted(op.name, id, async { Ok(()) }, gone).await;
+            let deleted = self.deleted(op.name, id, async { Ok(()) }, gone).await;
+            return deleted.map_err(stored_before);
         };
         let mut writes = IndexWrites::new();
         for scope in [Some(Scope::All), owner.map(Scope::Owner)]
@@ -91,7 +92,9 @@ impl RedisStorage {
             let member = expiry_member(id, owner);
             writes.push((expiry.to_string(), zadd(expiry, "", due, &member)));
         }
-        self.send_index(op, writes, true).await
+        self.send_index(op, writes, true)
+            .await
+            .map_err(stored_before)
     }
 
     /// On a cluster, sends the index entries of session `id` as it is stored now: by id
@@ -452,6 +455,31 @@ impl RedisStorage {
             }
         }
         Ok(out)
+    }
+}
+
+/// `err`, met by the index requests that [`follow`](RedisStorage::follow) a write on a
+/// cluster, saying that the write itself was stored: alone, a refusal of an index request
+/// (`NOREPLICAS` from the index's node: it wrote nothing) read as if the whole write had
+/// been refused, and a caller writing again stored it twice.
+fn stored_before(err: fusion_core::Error) -> fusion_core::Error {
+    match err {
+        fusion_core::Error::Backend {
+            backend,
+            message,
+            retryable,
+            source,
+        } => fusion_core::Error::Backend {
+            backend,
+            message: format!(
+                "{message}; the session's write itself was stored, only the index entries \
+                 that list it were not: a retry of the write lists it (and an append's \
+                 retry stores again its messages that have no id)"
+            ),
+            retryable,
+            source,
+        },
+        other => other,
     }
 }
 
