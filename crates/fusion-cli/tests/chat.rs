@@ -252,7 +252,13 @@ async fn other_commands_answer_without_calling_the_model() {
     .await;
     assert!(output.status.success(), "{}", text(&output.stderr));
     let stdout = text(&output.stdout);
-    for expected in ["/undo", "cleared session me", "0 messages in session me"] {
+    // `/help` lists every command, `/quit` too.
+    for expected in [
+        "/undo",
+        "/quit",
+        "cleared session me",
+        "0 messages in session me",
+    ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in:\n{stdout}"

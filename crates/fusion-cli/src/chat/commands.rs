@@ -1,6 +1,6 @@
 //! The slash commands of `fusion chat` (`/help`, `/history`, `/sessions`, `/undo`,
-//! `/summarize`, `/clear`, `/exit`): everything typed at the prompt that is not sent to the
-//! model.
+//! `/summarize`, `/clear`, `/exit` or `/quit`): everything typed at the prompt that is not
+//! sent to the model.
 
 use anyhow::{Context, Result};
 use fusion::agent::ApprovalMode;
@@ -18,7 +18,7 @@ commands:
   /undo          remove your last message and everything the agent did after it
   /summarize [N] summarize all but the last N messages for the model (default 10; stored history is kept)
   /clear         delete this session's whole history
-  /exit          leave (Ctrl-D works too)
+  /exit, /quit   leave (Ctrl-D works too)
 anything else is sent to the agent";
 
 /// How many recent messages `/summarize` without an argument leaves as they are.
