@@ -131,7 +131,16 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     };
     // `read` refuses a file it would read only in part (a message field this release does
     // not know, a file-system session file ending inside a batch), naming what and where.
-    let imported = export::read(&text).with_context(|| format!("cannot import {source}"))?;
+    let imported = export::read(&text)
+        .map_err(|err| match err {
+            // "the file is empty" names no file here: stdin held nothing.
+            export::ImportError::Empty if from_stdin => anyhow::anyhow!(
+                "stdin held nothing (it ended before any message, or held only blanks); pipe \
+                 a json or jsonl export into it, or name the file to import"
+            ),
+            err => err.into(),
+        })
+        .with_context(|| format!("cannot import {source}"))?;
     if let Some(expired) = expired(&imported) {
         // Stored as it is, the session would be gone for every reader at once.
         bail!(

@@ -168,6 +168,9 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
             "{\"role\":\"user\",\"content\":\"hi\",\"reasoning\":\"r\"}\n",
             "line 1 holds \"reasoning\"",
         ),
+        // Named as stdin, not as "the file", which there is none of.
+        ("", "stdin held nothing (it ended before any message"),
+        (" \n\n", "stdin held nothing"),
     ] {
         let mut import = common::fusion(tmp.path())
             .args(["sessions", "import", "-", "--id", "x", "--storage", &url])
