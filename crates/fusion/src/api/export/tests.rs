@@ -9,6 +9,7 @@ use crate::ToolCall;
 use crate::storage::Expiry;
 
 mod meta_data;
+mod place;
 mod round_trip;
 
 fn sample() -> Vec<ChatMessage> {
