@@ -33,7 +33,7 @@ mod prefix;
 mod refusals;
 mod request;
 mod retry;
-mod sendable;
+pub(crate) mod sendable;
 mod sse;
 mod stream;
 mod stream_call;
@@ -342,10 +342,13 @@ impl LlmClient for OpenAiClient {
         let body = self.request_body(request)?;
         let span = self.call_span(request, false);
         span.in_scope(|| log_request(request, &body));
-        self.send_with_retries(body)
+        let mut response = self
+            .send_with_retries(body)
             .instrument(span)
             .await
-            .map_err(|error| refusals::explain_refused_call_ids(error, request, self.call_ids()))
+            .map_err(|error| refusals::explain_refused_call_ids(error, request, self.call_ids()))?;
+        sendable::restore_tool_names(&mut response.message, &request.tools);
+        Ok(response)
     }
 
     /// Streams natively when [`streams`](OpenAiClient::streams); see the module docs.

@@ -170,8 +170,17 @@ fn sendable_arguments(arguments: &str) -> &str {
 struct WireTool<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
-    /// `ToolDefinition` already serialises as `{name, description, parameters}`.
-    function: &'a ToolDefinition,
+    function: WireFunction<'a>,
+}
+
+/// A tool as offered: its name in the form its calls are sent back with
+/// ([`sendable_call_name`]), so a tool registered under a name servers refuse is offered
+/// and called under one name.
+#[derive(Serialize)]
+struct WireFunction<'a> {
+    name: Cow<'a, str>,
+    description: &'a str,
+    parameters: &'a serde_json::Value,
 }
 
 /// The JSON body for `request`. Tools are left out when `native_tools` is off, since a
@@ -228,9 +237,13 @@ fn encode_body(
         request
             .tools
             .iter()
-            .map(|function| WireTool {
+            .map(|tool: &ToolDefinition| WireTool {
                 kind: "function",
-                function,
+                function: WireFunction {
+                    name: sendable_call_name(&tool.name),
+                    description: &tool.description,
+                    parameters: &tool.parameters,
+                },
             })
             .collect()
     } else {
@@ -416,6 +429,22 @@ mod tests {
             native["tools"],
             json!([{"type": "function", "function":
                 {"name": "t", "description": "d", "parameters": {"type": "object"}}}])
+        );
+        let refused = ChatRequest {
+            tools: vec![ToolDefinition {
+                name: "functions.read_file".into(),
+                ..request.tools[0].clone()
+            }],
+            ..Default::default()
+        };
+        let offered: Value = serde_json::from_slice(
+            &encode_request("m", &refused, true, false, CallIds::AsStored).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            offered["tools"][0]["function"]["name"],
+            json!(sendable_call_name("functions.read_file")),
+            "offered as its calls are sent back"
         );
         let text: Value = serde_json::from_slice(
             &encode_request("m", &request, false, false, CallIds::AsStored).unwrap(),

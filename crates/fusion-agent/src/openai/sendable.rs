@@ -20,6 +20,10 @@
 
 use std::borrow::Cow;
 
+use fusion_core::ChatMessage;
+
+use crate::llm::{ChatDelta, ToolDefinition};
+
 /// The longest tool (or participant) name OpenAI takes, in (ASCII) characters.
 const MAX_NAME_CHARS: usize = 64;
 
@@ -70,7 +74,11 @@ fn with_hash(value: &str, max: usize, empty: &str) -> String {
 /// sent back verbatim made every later request of the session fail. Sent with `_` for each
 /// refused character, it read as a call of the real `functions_read_file` or `read_file`
 /// that never happened; the hash keeps it apart from every name a tool has.
-pub(super) fn sendable_call_name(name: &str) -> Cow<'_, str> {
+///
+/// A registered tool's name is offered under the same form ([`super::request`]), so a
+/// tool registered as `functions.read_file` is offered, and its past calls sent back, as
+/// one name; a call of that form is read back as the tool's ([`restore_tool_names`]).
+pub(crate) fn sendable_call_name(name: &str) -> Cow<'_, str> {
     if fits(name, MAX_NAME_CHARS) {
         Cow::Borrowed(name)
     } else {
@@ -115,6 +123,42 @@ pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
         Cow::Borrowed(id)
     } else {
         Cow::Owned(with_hash(id, MAX_ID_CHARS, NO_ID))
+    }
+}
+
+/// The name of the tool in `tools` that `name` calls: `name` itself when a tool has it,
+/// else the first tool whose sendable form ([`sendable_call_name`]) it is, else `None`.
+fn offered_name<'t>(name: &str, tools: &'t [ToolDefinition]) -> Option<&'t str> {
+    if tools.iter().any(|tool| tool.name == name) {
+        return None;
+    }
+    tools
+        .iter()
+        .find(|tool| tool.name != name && sendable_call_name(&tool.name) == name)
+        .map(|tool| tool.name.as_str())
+}
+
+/// Puts back the names of the tools in `tools` (those the request offered) that the
+/// reply's calls name by their sendable form: a tool registered as `functions.read_file`
+/// is offered as `functions_read_file_<hash>`, and the model calls it so.
+pub(super) fn restore_tool_names(message: &mut ChatMessage, tools: &[ToolDefinition]) {
+    for call in &mut message.tool_calls {
+        if let Some(name) = offered_name(&call.name, tools) {
+            call.name = name.to_owned();
+        }
+    }
+}
+
+/// [`restore_tool_names`] for a streamed piece of a reply.
+pub(super) fn restore_delta_names(delta: &mut ChatDelta, tools: &[ToolDefinition]) {
+    match delta {
+        ChatDelta::ToolCallStarted { name, .. } => {
+            if let Some(offered) = offered_name(name, tools) {
+                *name = offered.to_owned();
+            }
+        }
+        ChatDelta::Done(response) => restore_tool_names(&mut response.message, tools),
+        ChatDelta::Text(_) | ChatDelta::ToolCallArguments { .. } => {}
     }
 }
 
@@ -179,6 +223,51 @@ mod tests {
                 assert_ne!(a, b, "{:?} and {:?} sent alike", names[i], names[j]);
             }
         }
+    }
+
+    /// Found by a review: a tool registered under a name servers refuse was offered as
+    /// written while its past calls went back mapped. Offered mapped now, a call of the
+    /// mapped form is read back as the tool's; a tool's own name always wins.
+    #[test]
+    fn a_call_of_a_tools_sendable_name_is_read_as_the_tools() {
+        let tool = |name: &str| ToolDefinition {
+            name: name.into(),
+            description: String::new(),
+            parameters: serde_json::json!({"type": "object"}),
+        };
+        let tools = [tool("functions.read_file"), tool("read_file")];
+        let sent = sendable_call_name("functions.read_file").into_owned();
+        let mut message = ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![
+                fusion_core::ToolCall::new("c0", &sent, "{}"),
+                fusion_core::ToolCall::new("c1", "read_file", "{}"),
+                fusion_core::ToolCall::new("c2", "functions_read_file", "{}"),
+            ],
+        );
+        restore_tool_names(&mut message, &tools);
+        let names: Vec<&str> = message.tool_calls.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["functions.read_file", "read_file", "functions_read_file"]
+        );
+        let mut started = ChatDelta::ToolCallStarted {
+            index: 0,
+            id: "c0".into(),
+            name: sent.clone(),
+        };
+        restore_delta_names(&mut started, &tools);
+        assert!(
+            matches!(&started, ChatDelta::ToolCallStarted { name, .. } if name == "functions.read_file")
+        );
+        // A tool whose own name is that form is called by it.
+        let shadowing = [tool("functions.read_file"), tool(&sent)];
+        let mut message = ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![fusion_core::ToolCall::new("c0", &sent, "{}")],
+        );
+        restore_tool_names(&mut message, &shadowing);
+        assert_eq!(message.tool_calls[0].name, sent);
     }
 
     /// Found by a review: ids servers refuse (Anthropic's `^[a-zA-Z0-9_-]+$`, OpenAI's 40

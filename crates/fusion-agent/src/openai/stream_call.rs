@@ -19,7 +19,7 @@ use tracing::{Instrument, Span, debug, info, warn};
 use super::error::{self, Failure};
 use super::stream::SseReply;
 use super::{OpenAiClient, finish_whole, log_success, whole_reply};
-use super::{refusals, request};
+use super::{refusals, request, sendable};
 use crate::llm::{ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, replay_as_deltas};
 
 /// How a streaming request was answered, once it is known.
@@ -71,6 +71,12 @@ impl OpenAiClient {
                     let error = refusals::explain_refused_call_ids(error, request, ids);
                     stream::iter([Err(error)]).boxed()
                 }
+            })
+            .map(|item| {
+                item.map(|mut delta| {
+                    sendable::restore_delta_names(&mut delta, &request.tools);
+                    delta
+                })
             })
             .boxed()
     }

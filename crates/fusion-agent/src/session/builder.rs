@@ -316,6 +316,7 @@ impl SessionBuilder {
         // naming it, not a panic through the caller.
         let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)?));
         tools.refuse_shared_names()?;
+        tools.refuse_shared_sendable_names()?;
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(

@@ -152,6 +152,33 @@ impl ToolRegistry {
         Ok(())
     }
 
+    /// Fails with [`Error::Config`] naming both tools when two tools offered now have
+    /// distinct names that are offered alike: a name servers refuse (outside
+    /// `[a-zA-Z0-9_-]`, past 64 characters) is offered as a readable part of it and a hash
+    /// (`functions.read_file` as `functions_read_file_<16 hex digits>`), and a tool named
+    /// that form outright would take every call of the other.
+    pub(crate) fn refuse_shared_sendable_names(&self) -> Result<()> {
+        let tools = self.all();
+        let sent: Vec<_> = tools
+            .iter()
+            .map(|tool| crate::openai::sendable::sendable_call_name(tool.name()))
+            .collect();
+        for (at, name) in sent.iter().enumerate() {
+            let Some(other) = (0..at).find(|&before| sent[before] == *name) else {
+                continue;
+            };
+            return Err(Error::Config(format!(
+                "tools `{}` and `{}` would both be offered to the model as `{name}` (a tool \
+                 name outside [a-zA-Z0-9_-] or past 64 characters is offered as a readable \
+                 part of it and a hash), so calls of one would run the other: rename one of \
+                 them",
+                tools[other].name().escape_debug(),
+                tools[at].name().escape_debug(),
+            )));
+        }
+        Ok(())
+    }
+
     /// The names of the tools offered now, in order.
     pub fn names(&self) -> Vec<String> {
         self.all().iter().map(|t| t.name().to_owned()).collect()
@@ -279,6 +306,28 @@ mod tests {
         assert!(registry.remove("a").is_some());
         assert_eq!(registry.names(), ["b"]);
         assert!(registry.get("a").is_none());
+    }
+
+    /// Found by a review: a tool named as another's sendable form (`functions.read_file`
+    /// is offered as `functions_read_file_<hash>`) would take the other's calls.
+    #[test]
+    fn two_tools_offered_under_one_name_are_refused_naming_both() {
+        let dotted = "functions.read_file";
+        let sent: &'static str = crate::openai::sendable::sendable_call_name(dotted)
+            .into_owned()
+            .leak();
+        let fine = ToolRegistry::new()
+            .with(Echo(dotted))
+            .with(Echo("functions_read_file"));
+        fine.refuse_shared_sendable_names().unwrap();
+        let clash = ToolRegistry::new().with(Echo(dotted)).with(Echo(sent));
+        let err = clash
+            .refuse_shared_sendable_names()
+            .unwrap_err()
+            .to_string();
+        for named in [dotted, sent, "rename one"] {
+            assert!(err.contains(named), "{named}: {err}");
+        }
     }
 
     /// A source whose tool list the test swaps.
