@@ -51,6 +51,59 @@ pub(super) struct ImportDoc {
     pub(super) messages: Vec<Written>,
 }
 
+/// The `json` export as written, every field it reads kept as a [`Written`] value: one
+/// scan of the text, after which the version is checked before the rest is read
+/// ([`LooseDoc::into_doc`]), as [`VersionDoc`] checks it in a scan of its own.
+#[derive(Deserialize)]
+pub(super) struct LooseDoc {
+    #[serde(default)]
+    version: Option<Written>,
+    #[serde(default)]
+    id: Option<Written>,
+    #[serde(default)]
+    created_at: Option<Written>,
+    #[serde(default)]
+    updated_at: Option<Written>,
+    #[serde(default)]
+    meta: Option<Written>,
+    #[serde(default)]
+    messages: Option<Written>,
+}
+
+impl LooseDoc {
+    /// The document read as [`ImportDoc`], if it is one of a version this release reads;
+    /// `None` when anything of it is not what [`ImportDoc`] reads (a version of another
+    /// release, a field of another type, no messages), which the text read as an
+    /// [`ImportDoc`] says, with its place.
+    pub(super) fn into_doc(self) -> Option<ImportDoc> {
+        if let Some(Written(version)) = &self.version {
+            let version = version.as_u64()?;
+            if !(1..=super::JSON_VERSION).contains(&version) {
+                return None;
+            }
+        }
+        let text = |field: Option<Written>| match field {
+            None => Some(None),
+            Some(Written(Value::String(text))) => Some(Some(text)),
+            Some(_) => None,
+        };
+        let meta = match self.meta {
+            None => None,
+            Some(Written(meta)) => Some(MetaDoc::deserialize(meta).ok()?),
+        };
+        let Written(Value::Array(messages)) = self.messages? else {
+            return None;
+        };
+        Some(ImportDoc {
+            id: text(self.id)?,
+            created_at: text(self.created_at)?,
+            updated_at: text(self.updated_at)?,
+            meta,
+            messages: messages.into_iter().map(Written).collect(),
+        })
+    }
+}
+
 /// The messages of a `json` export read as messages at once: what says where the first
 /// that is not one is (serde's line and column in the file), when one read as written is
 /// not.

@@ -59,6 +59,7 @@ mod error;
 mod fields;
 mod markdown;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -66,7 +67,9 @@ use serde::Deserialize;
 pub use error::{ExportError, ImportError, MessagePlace};
 pub use markdown::message_headings;
 
-use self::document::{ExportDoc, ImportDoc, MessagesDoc, MetaDoc, VersionDoc, times_doc, times_of};
+use self::document::{
+    ExportDoc, ImportDoc, LooseDoc, MessagesDoc, MetaDoc, VersionDoc, times_doc, times_of,
+};
 use self::fields::Written;
 use crate::ChatMessage;
 use crate::storage::{SessionInfo, SessionMeta, SessionTimes};
@@ -271,9 +274,9 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
 /// then the other, means a broken file gets the error of the format it was meant to be.
 fn format_of(text: &str) -> Option<ExportFormat> {
     let first_line = text.lines().find(|line| !line.trim().is_empty())?;
-    let first_is_message = serde_json::from_str::<serde_json::Value>(first_line)
-        .ok()
-        .is_some_and(|value| value.get("role").is_some());
+    // Its keys alone: a one-line `json` export is not built as a value to be dropped.
+    let keys = serde_json::from_str::<BTreeMap<String, serde::de::IgnoredAny>>(first_line);
+    let first_is_message = keys.is_ok_and(|keys| keys.contains_key("role"));
     Some(match first_is_message {
         true => ExportFormat::Jsonl,
         false => ExportFormat::Json,
@@ -366,12 +369,12 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
 /// The messages and the rest of a `json` export, and what the first message that loses
 /// something in the reading loses.
 fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
-    let VersionDoc { version } =
-        serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
-    if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
-        return Err(ImportError::UnknownVersion { found });
-    }
-    let doc: ImportDoc = serde_json::from_str(text).map_err(|err| not_a_document(text, err))?;
+    // One scan of the text, when it is an export of a version this release reads; else
+    // two, the version first, for the error that says what it is and where.
+    let doc = match whole::<LooseDoc>(text).ok().and_then(LooseDoc::into_doc) {
+        Some(doc) => doc,
+        None => typed_doc(text)?,
+    };
     let mut messages = Messages::with_capacity(doc.messages.len());
     for (n, Written(written)) in (1..).zip(doc.messages) {
         messages
@@ -393,6 +396,29 @@ fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError>
         messages: messages.read,
     };
     Ok((imported, messages.lost))
+}
+
+/// A `json` export read as its version first, then the rest: what says why one that
+/// [`LooseDoc::into_doc`] does not read is none, and where.
+fn typed_doc(text: &str) -> Result<ImportDoc, ImportError> {
+    let VersionDoc { version } = whole(text).map_err(|err| not_a_document(text, err))?;
+    if let Some(found) = version.filter(|found| !(1..=JSON_VERSION).contains(found)) {
+        return Err(ImportError::UnknownVersion { found });
+    }
+    whole(text).map_err(|err| not_a_document(text, err))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread's `json` imports scanned a whole document.
+    static WHOLE_SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// `text`, a whole `json` export, read as `T` (counted in tests).
+fn whole<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
+    #[cfg(test)]
+    WHOLE_SCANS.with(|scans| scans.set(scans.get() + 1));
+    serde_json::from_str(text)
 }
 
 /// The messages of a `jsonl` file, and what the first that loses something in the reading

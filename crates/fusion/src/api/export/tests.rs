@@ -11,6 +11,7 @@ use crate::storage::Expiry;
 mod meta_data;
 mod place;
 mod round_trip;
+mod scans;
 
 fn sample() -> Vec<ChatMessage> {
     vec![
