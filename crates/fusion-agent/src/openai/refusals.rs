@@ -134,7 +134,10 @@ pub(super) fn explain_refused_call_ids(
     let message = match unportable {
         Some(id) if ids == CallIds::AsStored && names_a_call_id(&message.to_lowercase()) => {
             format!(
-                "{message}. The history holds tool-call ids sent as stored that this server                  may not take (`{}`): turn on OpenAiConfig::portable_call_ids                  (FUSION_PORTABLE_CALL_IDS=true) to send them in a form every server takes;                  the stored history is unchanged",
+                "{message}. The history holds tool-call ids sent as stored that this server \
+                 may not take (`{}`): turn on OpenAiConfig::portable_call_ids \
+                 (FUSION_PORTABLE_CALL_IDS=true) to send them in a form every server takes; \
+                 the stored history is unchanged",
                 id.escape_debug()
             )
         }
@@ -313,6 +316,32 @@ mod tests {
         let not_a_400 = refusal(StatusCode::BAD_GATEWAY, "tool_use.id");
         let kept = explain_refused_call_ids(not_a_400, &request(&kimi), CallIds::AsStored);
         assert!(!kept.to_string().contains("portable_call_ids"), "{kept}");
+    }
+
+    /// Found by a review of 9a4fbe0: the hint's lines lost their continuation, so the
+    /// message carried runs of spaces ("this server                  may not take").
+    #[test]
+    fn the_call_id_hint_reads_as_one_sentence() {
+        use std::borrow::Cow;
+
+        use fusion_core::{ChatMessage, ToolCall};
+
+        let id = "functions.read_file:0";
+        let messages = [
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(id, "t", "{}")]),
+            ChatMessage::tool_result(id, "out"),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body = br#"{"error":{"message":"messages.1.content.0.tool_use.id: bad"}}"#;
+        let error =
+            status_failure(&ctx(), StatusCode::BAD_REQUEST, &HeaderMap::new(), body).into_error(1);
+        let said = explain_refused_call_ids(error, &request, CallIds::AsStored).to_string();
+        assert!(said.contains("portable_call_ids"), "{said}");
+        assert!(!said.contains("  "), "{said}");
+        assert!(said.contains("this server may not take"), "{said}");
     }
 
     #[test]
