@@ -104,6 +104,24 @@ fn reach(addr: &str, probe: impl Fn(SocketAddr) -> bool) -> Reach {
     }
 }
 
+/// `host_port` (`host`, `host:port`, `[v6]` or `[v6]:port`, a URL's authority without its
+/// credentials) with `default` as its port when it names none; `None` when it names no
+/// host, or a port that is no port number (a typo, `:637990`): no server is there to
+/// probe, and resolving it would blame the host name.
+fn with_port(host_port: &str, default: u16) -> Option<String> {
+    if host_port.is_empty() {
+        return None;
+    }
+    let port = match host_port.rfind(']') {
+        Some(end) => host_port[end + 1..].strip_prefix(':'),
+        None => host_port.rsplit_once(':').map(|(_, port)| port),
+    };
+    match port {
+        None => Some(format!("{host_port}:{default}")),
+        Some(port) => port.parse::<u16>().ok().map(|_| host_port.to_string()),
+    }
+}
+
 /// The URL with the password between `:` and `@` masked, for messages: a server
 /// URL the user configured (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster
 /// URL's one credential).

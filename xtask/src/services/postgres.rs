@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
-use super::{Reach, answers_at_any, apt_install, is_root, on_path, reach, redact};
+use super::{Reach, answers_at_any, apt_install, is_root, on_path, reach, redact, with_port};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install PostgreSQL (Debian/Ubuntu: `apt-get install postgresql`, \
@@ -216,25 +216,14 @@ fn run(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `host:port` of a `postgres[ql]://[user[:pass]@]host[:port][/db][?...]` URL with a host.
+/// `host:port` of a `postgres[ql]://[user[:pass]@]host[:port][/db][?...]` URL with a host;
+/// `None` without one or with a port that is no port number.
 fn host_port(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))?;
     let authority = rest.split(['/', '?']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    if host_port.is_empty() {
-        return None;
-    }
-    let has_port = host_port
-        .rsplit_once(':')
-        .is_some_and(|(host, _)| !host.ends_with(':'))
-        && !host_port.ends_with(']');
-    Some(if has_port {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:5432")
-    })
+    with_port(authority.rsplit('@').next()?, 5432)
 }
 
 /// True when the server at `addr` (`host:port`, at any address it names) answers
@@ -276,6 +265,13 @@ mod tests {
         );
         assert_eq!(host_port("postgres:///test?host=/run/pg"), None);
         assert_eq!(host_port("mysql://h/db"), None);
+        // A port that is no port number names no server (it was blamed on the host name).
+        assert_eq!(host_port("postgres://u@h:54321/db"), Some("h:54321".into()));
+        assert_eq!(host_port("postgres://u@h:654321/db"), None);
+        assert_eq!(
+            host_port("postgres://[::1]/db").as_deref(),
+            Some("[::1]:5432")
+        );
         assert_eq!(
             redact("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use super::{Reach, answers_at_any, apt_install, on_path, reach, redact};
+use super::{Reach, answers_at_any, apt_install, on_path, reach, redact, with_port};
 use fusion_test_ports::{ReservedPort, try_reserve_port};
 
 const INSTALL_HINT: &str = "install redis-server (Debian/Ubuntu: `apt-get install redis-server`, \
@@ -133,18 +133,14 @@ pub(super) fn ensure_redis_server_installed() -> Result<()> {
     Ok(())
 }
 
-/// `host:port` of a `redis://[user:pass@]host[:port][/db]` URL.
+/// `host:port` of a `redis://[user:pass@]host[:port][/db]` URL; `None` without a host or
+/// with a port that is no port number.
 pub(super) fn host_port(url: &str) -> Option<String> {
     let rest = url
         .strip_prefix("redis://")
         .or_else(|| url.strip_prefix("rediss://"))?;
     let authority = rest.split(['/', '?']).next()?;
-    let host_port = authority.rsplit('@').next()?;
-    Some(if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:6379")
-    })
+    with_port(authority.rsplit('@').next()?, 6379)
 }
 
 /// True when a Redis server at `addr` (`host:port`, at any address it names) answers an
@@ -245,5 +241,33 @@ mod tests {
             assert!(err.starts_with(&shown), "{url}: {err}");
             assert!(!err.contains("hunter2"), "{url}: {err}");
         }
+    }
+
+    /// A port that is no port number (a typo, one digit too many) was looked up as the
+    /// host name's, and said to be a host name that does not resolve ("invalid port
+    /// value"); the URL is now one that cannot be probed, its host left unblamed. An IPv6
+    /// host without a port gets the standard one.
+    #[test]
+    fn a_redis_url_whose_port_is_no_port_number_is_not_blamed_on_its_host() {
+        for url in [
+            "redis://localhost:637990",
+            "redis://localhost:x/0",
+            "redis://",
+        ] {
+            assert_eq!(host_port(url), None, "{url}");
+            let err = check_redis_url(url).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "REDIS_URL={url} is not a redis:// URL I can probe"
+                )),
+                "{url}: {err}"
+            );
+        }
+        assert_eq!(host_port("redis://[::1]").as_deref(), Some("[::1]:6379"));
+        assert_eq!(
+            host_port("redis://:pw@[::1]:7/0").as_deref(),
+            Some("[::1]:7")
+        );
+        assert_eq!(host_port("redis://h").as_deref(), Some("h:6379"));
     }
 }
