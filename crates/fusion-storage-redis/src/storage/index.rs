@@ -25,6 +25,7 @@ use fusion_core::{Result, SessionId};
 use futures::future::{join, try_join_all};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisError, RedisResult};
 
+use super::followed::{Applied, stored_before};
 use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::error::{Op, parse_redis_error};
@@ -74,7 +75,7 @@ impl RedisStorage {
         let Some(updated) = &written.updated else {
             let gone = |_: &()| (written.owner.clone(), written.due.is_some());
             let deleted = self.deleted(op.name, id, async { Ok(()) }, gone).await;
-            return deleted.map_err(stored_before);
+            return deleted.map_err(|err| stored_before(err, Applied::Deleted));
         };
         let mut writes = IndexWrites::new();
         for scope in [Some(Scope::All), owner.map(Scope::Owner)]
@@ -94,7 +95,7 @@ impl RedisStorage {
         }
         self.send_index(op, writes, true)
             .await
-            .map_err(stored_before)
+            .map_err(|err| stored_before(err, Applied::Stored))
     }
 
     /// On a cluster, sends the index entries of session `id` as it is stored now: by id
@@ -455,31 +456,6 @@ impl RedisStorage {
             }
         }
         Ok(out)
-    }
-}
-
-/// `err`, met by the index requests that [`follow`](RedisStorage::follow) a write on a
-/// cluster, saying that the write itself was stored: alone, a refusal of an index request
-/// (`NOREPLICAS` from the index's node: it wrote nothing) read as if the whole write had
-/// been refused, and a caller writing again stored it twice.
-fn stored_before(err: fusion_core::Error) -> fusion_core::Error {
-    match err {
-        fusion_core::Error::Backend {
-            backend,
-            message,
-            retryable,
-            source,
-        } => fusion_core::Error::Backend {
-            backend,
-            message: format!(
-                "{message}; the session's write itself was stored, only the index entries \
-                 that list it were not: a retry of the write lists it (and an append's \
-                 retry stores again its messages that have no id)"
-            ),
-            retryable,
-            source,
-        },
-        other => other,
     }
 }
 

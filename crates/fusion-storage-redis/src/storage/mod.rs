@@ -19,6 +19,7 @@
 //! sent again in `sending.rs`, scripts the server does not know in `scripting.rs`.
 
 mod conditional;
+mod followed;
 mod forget;
 mod index;
 mod listing;

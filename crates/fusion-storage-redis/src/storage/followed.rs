@@ -1,0 +1,78 @@
+//! What the error of the index requests that follow a write on a cluster
+//! ([`follow`](super::RedisStorage::follow)) says: that the write itself applied.
+
+/// What the write that the index requests followed did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// It stored the session (created, appended to, replaced, truncated, updated).
+    Stored,
+    /// It deleted the session (a truncate or replace that left it empty).
+    Deleted,
+}
+
+/// `err`, met by the index requests that [`follow`](super::RedisStorage::follow) a write
+/// on a cluster, saying that the write itself applied: alone, a refusal of an index
+/// request (`NOREPLICAS` from the index's node: it wrote nothing) read as if the whole
+/// write had been refused, and a caller writing again stored it twice. What a retry then
+/// does depends on the write: a stored one is listed by its retry (an append's retry
+/// stores again its messages without ids; a conditional write's is refused as a conflict,
+/// the session changed by the write itself), a deleted one is taken out of the listings.
+pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion_core::Error {
+    let said = match applied {
+        Applied::Stored => {
+            "the session's write itself was stored, only its index entries may not be: a \
+             retry of the write lists it (an append's retry stores again its messages that \
+             have no id, and a conditional write's retry is refused as a conflict, its own \
+             write having changed the session: read it to see that write)"
+        }
+        Applied::Deleted => {
+            "the session itself was deleted, only its index entries may not be taken out \
+             yet (listings skip it meanwhile): a retry of the write takes them out"
+        }
+    };
+    match err {
+        fusion_core::Error::Backend {
+            backend,
+            message,
+            retryable,
+            source,
+        } => fusion_core::Error::Backend {
+            backend,
+            message: format!("{message}; {said}"),
+            retryable,
+            source,
+        },
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> fusion_core::Error {
+        fusion_core::Error::Backend {
+            backend: crate::error::BACKEND,
+            message: "truncate of session s1 on key p:ids: NOREPLICAS".to_string(),
+            retryable: true,
+            source: None,
+        }
+    }
+
+    /// Found by a review: eda9385 said of an index request that failed after a delete
+    /// (a truncate or replace to nothing) that the write was stored and that its retry
+    /// lists the session, which is gone; and of a conditional write it did not say that
+    /// its retry is refused as a conflict, its own write having changed the session.
+    #[test]
+    fn a_failed_follow_says_what_the_write_did_and_what_its_retry_does() {
+        let deleted = stored_before(refused(), Applied::Deleted).to_string();
+        assert!(deleted.contains("session itself was deleted"), "{deleted}");
+        assert!(deleted.contains("takes them out"), "{deleted}");
+        assert!(!deleted.contains("lists it"), "{deleted}");
+        let stored = stored_before(refused(), Applied::Stored);
+        assert!(stored.is_retryable());
+        let stored = stored.to_string();
+        assert!(stored.contains("write itself was stored"), "{stored}");
+        assert!(stored.contains("refused as a conflict"), "{stored}");
+    }
+}
