@@ -14,7 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::SystemTime;
 
@@ -49,6 +49,9 @@ pub(crate) struct Lives {
     /// elsewhere with their times; see [`Lives::append_at`]), and its last line's
     /// `(t, id)`: kept apart from the slots, whose lines are stamped now.
     dated: Mutex<Option<(Live, (i64, String))>>,
+    /// A journal found removed by a write that then failed (its new journal not made or
+    /// its line not written): the next write to succeed reports it, as its own finding.
+    removed_unreported: AtomicBool,
     /// How far this instance's clock runs ahead of the real one, in µs: tests play an
     /// instance on another host with it.
     #[cfg(test)]
@@ -61,6 +64,7 @@ impl Lives {
             slots: Default::default(),
             last_t: AtomicI64::new(i64::MIN),
             dated: Mutex::new(None),
+            removed_unreported: AtomicBool::new(false),
             #[cfg(test)]
             ahead_us: AtomicI64::new(0),
         }
@@ -71,8 +75,9 @@ impl Lives {
     /// timestamp handed out before. Returns `t`, and whether the journals are due a fold:
     /// this write started one among more than `LIVE_FILES_MAX`, or took its journal past
     /// `limit` and so finished it; and whether the journal this instance had been writing
-    /// was found removed (with the index, by hand), so that the lines it took since it
-    /// was last found in place are read by nobody. A failing `line` writes no line and
+    /// was found removed (with the index, by hand; by this write, or by one that failed
+    /// after it looked), so that the lines it took since it was last found in place are
+    /// read by nobody. A failing `line` writes no line and
     /// looks at no journal.
     pub(crate) fn append(
         &self,
@@ -91,6 +96,10 @@ impl Lives {
         let line = line(t)?;
         let found = slot.as_mut().map(|live| live.check_since(t));
         let removed = found == Some(JournalStatus::Removed);
+        if removed {
+            // Kept until a write succeeds: one failing past here must not drop it.
+            self.removed_unreported.store(true, Ordering::Relaxed);
+        }
         if removed || found == Some(JournalStatus::Shared) {
             // Someone removed the index (a listing rebuilds it): lines written to the
             // removed file would be read by nobody, and their sessions never listed. Or
@@ -111,6 +120,7 @@ impl Lives {
             *slot = None;
             fold = true;
         }
+        let removed = self.removed_unreported.swap(false, Ordering::Relaxed);
         Ok((t, fold, removed))
     }
 
@@ -142,6 +152,10 @@ impl Lives {
         let line = line(recorded)?;
         let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
         let removed = found == Some(JournalStatus::Removed);
+        if removed {
+            // Kept until a write succeeds, as in `append`.
+            self.removed_unreported.store(true, Ordering::Relaxed);
+        }
         let in_order = dated
             .as_ref()
             .is_some_and(|(_, (last_t, last_id))| (*last_t, last_id.as_str()) < (t, id));
@@ -168,6 +182,7 @@ impl Lives {
         } else {
             *dated = Some((live, (t, id.to_string())));
         }
+        let removed = self.removed_unreported.swap(false, Ordering::Relaxed);
         Ok((recorded, fold, removed))
     }
 
@@ -211,6 +226,8 @@ impl Lives {
             *slot.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
         *self.dated.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        // The build read the session files: nothing a removed journal took is missing.
+        self.removed_unreported.store(false, Ordering::Relaxed);
     }
 
     /// Whether every journal this instance writes is still where it was created: not so

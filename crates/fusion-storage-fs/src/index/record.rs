@@ -283,6 +283,27 @@ mod tests {
     }
 
     #[test]
+    fn a_write_failing_after_it_found_its_journal_removed_leaves_that_to_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert!(index.is_built());
+        // Its journal removed by hand, and a link where the journals go: the next write,
+        // a second on, finds the journal removed and cannot start another.
+        let live = index.root().join(super::super::live::LIVE_DIR);
+        fs::remove_dir_all(&live).unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), &live).unwrap();
+        index.run_clock_ahead(Duration::from_secs(2));
+        assert!(index.record("a", Change::Write, a.t + 1, false).is_err());
+        // Once journals can be made again, the next write reports the removed journal.
+        fs::remove_file(&live).unwrap();
+        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
+        assert!(written.t > a.t);
+        assert!(!index.is_built(), "the removed journal went unreported");
+    }
+
+    #[test]
     fn a_write_waits_for_no_creation_or_deletion_of_its_instance() {
         let dir = tempfile::tempdir().unwrap();
         let index = Arc::new(Index::new(dir.path()));
