@@ -7,7 +7,7 @@
 use fusion_core::Error;
 use reqwest::StatusCode;
 
-use super::sendable::{CallIds, sendable_call_id};
+use super::sendable::{CallIds, allowed, sendable_call_id};
 use crate::llm::ChatRequest;
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
@@ -112,6 +112,8 @@ fn names_a_call_id(text: &str) -> bool {
 /// [`portable_call_ids`](super::OpenAiConfig::portable_call_ids) would send otherwise
 /// (`functions.read_file:0` as Kimi models write them, one past 40 characters): every
 /// later request of the session would be refused the same, and only that option mends it.
+/// A refusal quoting ids of the history is hinted only when one it quotes is such an id
+/// (the one then shown): a refusal about a portable id is about something else.
 pub(super) fn explain_refused_call_ids(
     error: Error,
     request: &ChatRequest<'_>,
@@ -126,12 +128,29 @@ pub(super) fn explain_refused_call_ids(
     else {
         return error;
     };
-    let unportable = request.messages.iter().find_map(|m| {
-        let ids = m.tool_calls.iter().map(|call| call.id.as_str());
-        ids.chain(m.tool_call_id.as_deref())
-            .find(|id| sendable_call_id(id) != *id)
-    });
-    let message = match unportable {
+    let stored: Vec<&str> = request
+        .messages
+        .iter()
+        .flat_map(|m| {
+            let ids = m.tool_calls.iter().map(|call| call.id.as_str());
+            ids.chain(m.tool_call_id.as_deref())
+        })
+        .collect();
+    let portable = |id: &str| sendable_call_id(id) == id;
+    let unportable = || stored.iter().copied().filter(|id| !portable(id));
+    // A refusal quoting the history's ids is about those: hinted only when one of them
+    // is not portable (OpenAI's "tool_call_ids did not have response messages: call_x"
+    // is about a call left unanswered, whatever the other ids hold).
+    let quoted_unportable = unportable().find(|id| !id.is_empty() && message.contains(id));
+    let quotes_portable = stored
+        .iter()
+        .any(|id| portable(id) && quotes_id(&message, id));
+    let shown = match quoted_unportable {
+        Some(id) => Some(id),
+        None if quotes_portable => None,
+        None => unportable().next(),
+    };
+    let message = match shown {
         Some(id) if ids == CallIds::AsStored && names_a_call_id(&message.to_lowercase()) => {
             format!(
                 "{message}. The history holds tool-call ids sent as stored that this server \
@@ -149,6 +168,18 @@ pub(super) fn explain_refused_call_ids(
         retryable,
         source,
     }
+}
+
+/// Whether `text` quotes `id`, a portable id, as a whole (not as part of a longer run of
+/// id characters). Ids under 4 characters are never taken as quoted: `0` or `c1` turn up
+/// in any refusal's indices (`messages.0.content`).
+fn quotes_id(text: &str, id: &str) -> bool {
+    id.len() >= 4
+        && text.match_indices(id).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + id.len()..].chars().next();
+            !before.is_some_and(allowed) && !after.is_some_and(allowed)
+        })
 }
 
 #[cfg(test)]
@@ -342,6 +373,53 @@ mod tests {
         assert!(said.contains("portable_call_ids"), "{said}");
         assert!(!said.contains("  "), "{said}");
         assert!(said.contains("this server may not take"), "{said}");
+    }
+
+    /// Found by a review of 9a4fbe0: OpenAI's refusal of a call left without results
+    /// names `tool_call_id`s, quoting the unanswered one; with a Kimi id elsewhere in the
+    /// history it was said to need portable ids, which change nothing about it. A refusal
+    /// quoting the history's ids gets the hint only when one it quotes is not portable.
+    #[test]
+    fn a_refusal_quoting_another_id_gets_no_portable_ids_hint() {
+        use std::borrow::Cow;
+
+        use fusion_core::{ChatMessage, ToolCall};
+
+        let kimi = "functions.read_file:0";
+        let dangling = "call_Ab12Cd34Ef56";
+        let messages = [
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(kimi, "t", "{}")]),
+            ChatMessage::tool_result(kimi, "out"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(dangling, "t", "{}")]),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let explained = |body: String| {
+            let error = status_failure(
+                &ctx(),
+                StatusCode::BAD_REQUEST,
+                &HeaderMap::new(),
+                body.as_bytes(),
+            )
+            .into_error(1);
+            explain_refused_call_ids(error, &request, CallIds::AsStored).to_string()
+        };
+        let unanswered = |id: &str| {
+            serde_json::json!({"error": {"message": format!(
+                "An assistant message with 'tool_calls' must be followed by tool messages \
+                 responding to each 'tool_call_id'. The following tool_call_ids did not have \
+                 response messages: {id}")}})
+            .to_string()
+        };
+        let said = explained(unanswered(dangling));
+        assert!(!said.contains("portable_call_ids"), "{said}");
+        // Quoting the id that is not portable, or none, it still gets the hint.
+        let said = explained(unanswered(kimi));
+        assert!(said.contains("portable_call_ids"), "{said}");
+        let said = explained(r#"{"error":{"message":"tool_use.id: bad pattern"}}"#.into());
+        assert!(said.contains(&format!("(`{kimi}`)")), "{said}");
     }
 
     #[test]

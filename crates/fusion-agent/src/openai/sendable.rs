@@ -38,7 +38,7 @@ const UNNAMED_CALL: &str = "unnamed";
 const NO_ID: &str = "call";
 
 /// Whether `c` may appear in a name or id a server takes.
-fn allowed(c: char) -> bool {
+pub(super) fn allowed(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '-'
 }
 
