@@ -43,6 +43,7 @@ pub fn fusion(data_dir: &Path) -> Command {
         "FUSION_APPROVE",
         "FUSION_STREAM",
         "FUSION_NATIVE_TOOLS",
+        "FUSION_PORTABLE_CALL_IDS",
         "FUSION_UI_TOKEN",
     ] {
         command.env_remove(var);
