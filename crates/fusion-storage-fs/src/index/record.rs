@@ -164,7 +164,7 @@ impl Index {
     /// crash before its files), which a listing by id skips as it skips any stale id.
     pub(super) fn log_creation(&self, id: &str, sync: bool) -> Result<(i64, bool)> {
         let mut handles = self.handles.lock().unwrap_or_else(PoisonError::into_inner);
-        self.log_id(&mut handles, id, Logged::Created, sync)
+        self.log_id(&mut handles, id, Logged::Created, false, sync)
     }
 
     /// Raises the state's latest deletion to `t`, under the index lock, fsynced: the line
@@ -195,7 +195,14 @@ impl Index {
         // deletions while they wait for the index lock, which other processes share.
         let handles = || self.handles.lock().unwrap_or_else(PoisonError::into_inner);
         match change {
-            Change::Delete => Ok(self.log_id(&mut handles(), id, Logged::Deleted(t), sync)?.1),
+            // A journal found removed marks the index for a rebuild in the state update
+            // that logs the deleted id (as below for a write).
+            Change::Delete => {
+                let logged = Logged::Deleted(t);
+                Ok(self
+                    .log_id(&mut handles(), id, logged, journal_removed, sync)?
+                    .1)
+            }
             // Lines written into the removed journal since it was last found in place (up
             // to a second's), and a creation's id logged into the removed index, are read
             // by nobody: rebuilt from the session files instead.
@@ -208,16 +215,18 @@ impl Index {
     }
 
     /// Appends a creation or deletion to the id log under the index lock, a deletion's
-    /// timestamp kept in the state if it is the latest; returns the state's latest
-    /// deletion and whether the log is due to be merged.
+    /// timestamp kept in the state if it is the latest, the index marked for a rebuild if
+    /// `rebuild`; returns the state's latest deletion and whether the log is due to be
+    /// merged.
     fn log_id(
         &self,
         handles: &mut Handles,
         id: &str,
         logged: Logged,
+        rebuild: bool,
         sync: bool,
     ) -> Result<(i64, bool)> {
-        self.update_state(handles, false, sync, |handles, state| {
+        self.update_state(handles, rebuild, sync, |handles, state| {
             let log = self.ids_log_for_append(handles, state)?;
             let path = self.root.join(IDS_LOG);
             let line = ids::encode_change(logged == Logged::Created, id);
@@ -300,6 +309,24 @@ mod tests {
         fs::remove_file(&live).unwrap();
         let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
         assert!(written.t > a.t);
+        assert!(!index.is_built(), "the removed journal went unreported");
+    }
+
+    #[test]
+    fn a_deletion_that_finds_its_journal_removed_marks_the_index_for_a_rebuild() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        let b = index.record("b", Change::Create, i64::MIN, false).unwrap();
+        assert!(index.is_built());
+        // Its journal removed by hand, found so by a deletion a second on.
+        for entry in fs::read_dir(index.root().join(super::super::live::LIVE_DIR)).unwrap() {
+            fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        index.run_clock_ahead(Duration::from_secs(2));
+        let deleted = index.record("b", Change::Delete, i64::MIN, false).unwrap();
+        assert!(deleted.t > b.t && b.t > a.t);
+        // The lines the removed journal took (a's creation) are read by nobody.
         assert!(!index.is_built(), "the removed journal went unreported");
     }
 
