@@ -321,19 +321,27 @@ async fn a_conflict_that_cannot_be_settled_is_an_unknown_outcome_not_a_conflict(
     );
 }
 
-/// A storage that loses the reply of every write: the first attempt applies, and the
-/// next finds the batch stored by reading the session, and answers that it is.
+/// A storage that loses the reply of every write: the first attempt applies, and each
+/// next finds the batch stored by reading the session and sends its last message again
+/// (for the backend to redo what may have failed after the write: `retry_echo.rs`), its
+/// reply lost too. The batch is stored once; the last attempt's error is returned, the
+/// backend's work after the write not known done.
 #[tokio::test]
 async fn a_reply_lost_on_every_attempt_still_stores_one_copy() {
     let store = Arc::new(Intercepted(LoseReplies::new(InMemoryStorage::new())));
     store.0.lose_with_probability(1.0, 1);
     let batch = [ChatMessage::user("a"), ChatMessage::user("b")];
-    Arc::clone(&store)
+    let err = Arc::clone(&store)
         .layer(retry())
         .append("s", &batch)
         .await
-        .expect("the batch is found stored");
-    assert_eq!(store.0.lost(), 1, "one write, its reply lost");
+        .expect_err("the resent last message's reply was lost on every attempt");
+    assert!(err.is_retryable(), "{err}");
+    assert_eq!(
+        store.0.lost(),
+        4,
+        "the write and three resends, every reply lost"
+    );
     assert_eq!(store.load("s").await.unwrap().len(), 2, "stored once");
 }
 

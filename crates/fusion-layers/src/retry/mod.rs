@@ -17,7 +17,14 @@
 //!   pauses) would be stored twice. That read costs a load of the session, on a retry
 //!   only. Should it fail in a way no retry fixes (a damaged message elsewhere in the
 //!   session, one an encryption layer inside this one cannot open), the batch is sent
-//!   again whole, and the backend's window alone keeps it from being stored twice;
+//!   again whole, and the backend's window alone keeps it from being stored twice. A
+//!   batch the read finds stored whole still has its last message sent again, while it is
+//!   among the session's last [`DEDUP_WINDOW`] messages (the backend finds it there and
+//!   stores nothing), as an append under the generation read (a session rewritten or
+//!   deleted since refuses it, and is left as it is): the attempt that stored the batch
+//!   may have failed after it (on a Redis Cluster, the index requests that follow the
+//!   write), and a backend redoes that only on a retry it sees. A resend that fails on
+//!   every attempt returns its error;
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
 //!   often they run (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
@@ -83,6 +90,7 @@
 
 mod errors;
 mod policy;
+mod resend;
 mod retrying;
 mod settle;
 mod timer;

@@ -3,17 +3,17 @@
 //! as the [module docs](super) describe.
 
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, MessageId, MetaUpdate,
-    Result, Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes, unstored,
+    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, MetaUpdate, Result,
+    Revision, SessionInfo, SessionMeta, SessionPage, SessionQuery, SessionTimes,
 };
 
 use super::policy::Policy;
+use super::resend::{Unstored, send_echo};
 use super::settle::{Rewritten, already_applied, appended_at, applied};
 use super::timer;
 
@@ -199,12 +199,17 @@ impl Retrying {
     /// encryption layer inside this one cannot open), the append itself may still pass:
     /// the batch is sent again whole, with no generation known (`None`), and the
     /// backend's window is what keeps it from being stored twice, as before this read.
+    ///
+    /// A batch found stored whole is not done with: the attempt that stored it may have
+    /// failed after (a Redis Cluster's index requests), and a backend redoes that upkeep
+    /// only on a retry it sees. Its last message is sent again while within the window
+    /// ([`Unstored::echo`], sent by [`send_echo`]), to be found stored there.
     async fn unstored_part<'b>(
         &self,
         operation: &str,
         session_id: &str,
         batch: &'b [ChatMessage],
-    ) -> Result<(Cow<'b, [ChatMessage]>, Option<u64>)> {
+    ) -> Result<Unstored<'b>> {
         let (history, revision) = match self.inner.load_revision(session_id).await {
             Ok(read) => read,
             Err(err) if err.is_retryable() => {
@@ -218,12 +223,10 @@ impl Retrying {
                     error = self.text(&err),
                     "sending the batch again whole: reading the session to tell what it stored failed"
                 );
-                return Ok((Cow::Borrowed(batch), None));
+                return Ok(Unstored::unread(batch));
             }
         };
-        let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
-        let fresh = unstored(batch, |id| stored.contains(id));
-        Ok((fresh, Some(revision.generation)))
+        Ok(Unstored::of(&history, revision.generation, batch))
     }
 }
 
@@ -268,11 +271,13 @@ impl Intercept for Retrying {
                 if !again {
                     return self.inner.append(session_id, messages).await;
                 }
-                let (fresh, _) = self.unstored_part("append", session_id, messages).await?;
-                if fresh.is_empty() {
-                    return Ok(());
+                let part = self.unstored_part("append", session_id, messages).await?;
+                match part.generation.filter(|_| part.fresh.is_empty()) {
+                    Some(generation) => {
+                        send_echo(self.inner.as_ref(), session_id, generation, part.echo).await
+                    }
+                    None => self.inner.append(session_id, &part.fresh).await,
                 }
-                self.inner.append(session_id, &fresh).await
             }
         };
         self.attempts("append", attempt).await.result
@@ -323,12 +328,13 @@ impl Intercept for Retrying {
                     Change::Append(batch) if again && !batch.is_empty() => batch,
                     _ => return self.inner.write_if(session_id, expected, change).await,
                 };
-                let (fresh, generation) = self.unstored_part("write_if", session_id, batch).await?;
-                if let (true, Some(generation)) = (fresh.is_empty(), generation) {
-                    return Ok(appended_at(expected, generation));
-                }
-                let change = Change::Append(&fresh);
-                self.inner.write_if(session_id, expected, change).await
+                let part = self.unstored_part("write_if", session_id, batch).await?;
+                let Some(generation) = part.generation.filter(|_| part.fresh.is_empty()) else {
+                    let change = Change::Append(&part.fresh);
+                    return self.inner.write_if(session_id, expected, change).await;
+                };
+                send_echo(self.inner.as_ref(), session_id, generation, part.echo).await?;
+                Ok(appended_at(expected, generation))
             }
         };
         let Attempts { result, uncertain } = self.attempts("write_if", attempt).await;
