@@ -3,15 +3,18 @@
 
 use super::*;
 
+/// `REDIS_URL`, or `None` (skip, or panic when the backends are required) without it.
+pub(crate) fn server_url() -> Option<String> {
+    let url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty());
+    url.or_else(|| fusion_core::testkit::unavailable("redis", "set REDIS_URL to run"))
+}
+
 /// A blocking connection to `REDIS_URL`, or `None` (skip, or panic when the backends
 /// are required) without one.
 pub(crate) fn server() -> Option<redis::Connection> {
-    let Some(url) = std::env::var("REDIS_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-    else {
-        return fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
-    };
+    let url = server_url()?;
     let client = redis::Client::open(url).expect("REDIS_URL parses");
     Some(client.get_connection().expect("connecting to REDIS_URL"))
 }

@@ -487,11 +487,7 @@ mod tests {
     /// the entries of sessions not there. Here every reply to a second look is lost.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_prune_on_one_server_never_unlists_a_session_that_is_there() {
-        let url = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
-        let Some(url) = url.or_else(unset) else {
+        let Some(url) = crate::scripts::tests::server_url() else {
             return;
         };
         let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;

@@ -343,11 +343,7 @@ mod tests {
     /// prune was left.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_listing_whose_prune_fails_answers_what_it_read() {
-        let url = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
-        let Some(url) = url.or_else(unset) else {
+        let Some(url) = crate::scripts::tests::server_url() else {
             return;
         };
         let prefix = format!("prune-left-{}", crate::scripts::claim_token());
@@ -394,11 +390,7 @@ mod tests {
         use fusion_core::testkit::faults::FaultProxy;
         use std::time::Duration;
 
-        let url = std::env::var("REDIS_URL")
-            .ok()
-            .filter(|url| !url.is_empty());
-        let unset = || fusion_core::testkit::unavailable("redis", "set REDIS_URL to run");
-        let Some(url) = url.or_else(unset) else {
+        let Some(url) = crate::scripts::tests::server_url() else {
             return;
         };
         let (proxy, through) = FaultProxy::start_for_url(&url, 6379).await;
