@@ -162,7 +162,8 @@ impl StdioServerConfig {
 
     /// The command line for messages: the command and its arguments, space-separated, each
     /// control character in them (a NUL, a line break, an escape sequence) shown escaped
-    /// (`\u{0}`, `\n`, `\u{1b}`), as [`shown`] does.
+    /// (`\u{0}`, `\n`, `\u{1b}`), as every message and log line of this crate shows a
+    /// command.
     pub fn display_command(&self) -> String {
         std::iter::once(self.command.as_str())
             .chain(self.args.iter().map(String::as_str))
