@@ -245,11 +245,16 @@ mod tests {
         let location = Location::fresh(Backend::Fs, dir.path(), "", StorageLayer::None);
         let (storage, injector) = open(&location, 1.0, 7).await.unwrap();
         injector.arm();
-        // Every write loses its reply: the first attempt applies, and the retry layer's
-        // next attempt reads the session, finds the message stored and writes nothing.
+        // Every write loses its reply: the first attempt applies, and each next attempt of
+        // the retry layer reads the session, finds the message stored and sends it again
+        // (a conditional append the backend finds stored, for its work after a write),
+        // whose reply is lost too: the append fails as applied with its reply lost, and
+        // stores the message once.
         let batch = [ChatMessage::user("once")];
-        storage.append("s", &batch).await.unwrap();
-        assert!(injector.injected() > 0);
+        let err = storage.append("s", &batch).await.unwrap_err();
+        assert!(err.is_retryable(), "{err:?}");
+        assert!(err.to_string().contains("reply was lost"), "{err}");
+        assert!(injector.injected() > 1, "the resends were made");
         let stored = location.open().await.unwrap().load("s").await.unwrap();
         assert_eq!(stored.len(), 1, "stored once: {stored:?}");
     }
