@@ -517,6 +517,16 @@ mod tests {
         serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
     }
 
+    /// A chunk holding one tool-call piece without an `index` (as some servers send them):
+    /// the call's id, its name when given, and a piece of its arguments.
+    fn indexless_piece(id: &str, name: Option<&str>, arguments: &str) -> serde_json::Value {
+        let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
+        if let Some(name) = name {
+            piece["function"]["name"] = name.into();
+        }
+        delta(serde_json::json!({"tool_calls": [piece]}))
+    }
+
     /// A reply with text (multi-byte characters included), two tool calls, a keep-alive
     /// comment, a finish reason of its own and a usage chunk: every shape at once.
     const RECORDED: &str = concat!(
@@ -863,13 +873,7 @@ mod tests {
     /// then continued the call, the second's name lost and the arguments run together.
     #[tokio::test]
     async fn without_an_index_the_pieces_of_one_id_are_one_call() {
-        let piece = |id: &str, name: Option<&str>, arguments: &str| {
-            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
-            if let Some(name) = name {
-                piece["function"]["name"] = name.into();
-            }
-            delta(serde_json::json!({"tool_calls": [piece]}))
-        };
+        let piece = indexless_piece;
         let text = sse(&[
             piece("call_a", Some("read_file"), "{\"path\":"),
             piece("call_a", None, "\"a.txt\""),
@@ -896,13 +900,7 @@ mod tests {
     /// arguments, or repeating its name once they are whole, is still more of it.
     #[tokio::test]
     async fn without_an_index_new_arguments_after_whole_ones_are_another_call() {
-        let piece = |id: &str, name: Option<&str>, arguments: &str| {
-            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
-            if let Some(name) = name {
-                piece["function"]["name"] = name.into();
-            }
-            delta(serde_json::json!({"tool_calls": [piece]}))
-        };
+        let piece = indexless_piece;
         let text = sse(&[
             piece("call_x", Some("read_file"), r#"{"path":"a"}"#),
             piece("call_x", Some("read_file"), r#"{"path":"b"}"#),
@@ -931,14 +929,7 @@ mod tests {
     /// no name: answered "no tool named" although the server named it.
     #[tokio::test]
     async fn without_an_index_a_name_before_new_arguments_names_the_new_call() {
-        let piece = |name: Option<&str>, arguments: &str| {
-            let mut piece =
-                serde_json::json!({"id": "call_0", "function": {"arguments": arguments}});
-            if let Some(name) = name {
-                piece["function"]["name"] = name.into();
-            }
-            delta(serde_json::json!({"tool_calls": [piece]}))
-        };
+        let piece = |name, arguments| indexless_piece("call_0", name, arguments);
         let text = sse(&[
             piece(Some("read_file"), ""),
             piece(None, r#"{"path":"a"}"#),
@@ -970,13 +961,7 @@ mod tests {
     /// arguments of both calls left cut. The id says whose piece it is.
     #[tokio::test]
     async fn without_an_index_interleaved_pieces_go_to_the_call_of_their_id() {
-        let piece = |id: &str, name: Option<&str>, arguments: &str| {
-            let mut piece = serde_json::json!({"id": id, "function": {"arguments": arguments}});
-            if let Some(name) = name {
-                piece["function"]["name"] = name.into();
-            }
-            delta(serde_json::json!({"tool_calls": [piece]}))
-        };
+        let piece = indexless_piece;
         let text = sse(&[
             piece("call_a", Some("read_file"), r#"{"path":"#),
             piece("call_b", Some("ls"), r#"{"dir":"#),
