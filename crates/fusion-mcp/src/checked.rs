@@ -679,15 +679,7 @@ mod tests {
     /// as a long line's is, wherever the SDK writing it puts `id`.
     #[tokio::test]
     async fn a_long_answer_in_a_batch_takes_its_request_out_of_flight() {
-        let in_flight = InFlight::default();
-        let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
-        for id in [1, 2, 3] {
-            let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call"});
-            stdin
-                .write_all(format!("{request}\n").as_bytes())
-                .await
-                .unwrap();
-        }
+        let in_flight = calls_in_flight(&[1, 2, 3]).await;
         let big = "a".repeat(2 * CHECKED_LINE_BYTES);
         let id_first = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{{"x":"{big}"}}}}"#);
         let id_last = format!(r#"{{"result":{{"x":"{big}"}},"jsonrpc":"2.0","id":2}}"#);
@@ -703,15 +695,7 @@ mod tests {
     /// in flight for as long as the server ran.
     #[tokio::test]
     async fn an_answer_of_exactly_the_checked_length_takes_its_request_out_of_flight() {
-        let in_flight = InFlight::default();
-        let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
-        for id in [1, 2, 3] {
-            let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call"});
-            stdin
-                .write_all(format!("{request}\n").as_bytes())
-                .await
-                .unwrap();
-        }
+        let in_flight = calls_in_flight(&[1, 2, 3]).await;
         let exactly = |id: u32| {
             let short = format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{{"x":""}}}}"#);
             let pad = "a".repeat(CHECKED_LINE_BYTES - short.len());
@@ -724,6 +708,21 @@ mod tests {
         let read = copied_with(input, in_flight.clone()).await;
         assert_eq!(read, format!("{line}\n{member}\n"));
         assert_eq!(in_flight.sole(), Some(Value::from(3)));
+    }
+
+    /// Requests `tools/call` of the ids `ids`, written to a server's stdin as the
+    /// connection writes them, so listed in flight.
+    async fn calls_in_flight(ids: &[u32]) -> InFlight {
+        let in_flight = InFlight::default();
+        let mut stdin = crate::in_flight::Recording::new(Vec::<u8>::new(), in_flight.clone());
+        for id in ids {
+            let request = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call"});
+            stdin
+                .write_all(format!("{request}\n").as_bytes())
+                .await
+                .unwrap();
+        }
+        in_flight
     }
 
     /// What [`checked`] makes of `input`, noting answers in `in_flight`.
