@@ -102,37 +102,53 @@ fn retry() -> RetryLayer {
         .backoff(Duration::from_millis(1), Duration::from_millis(10))
 }
 
+/// Stores "before" in `id` on `inner`, then appends "a" and "b" through the retry layer
+/// over a [`StoredThenFailed`] (which deletes the session before the resend when
+/// `delete_before_retry`): under the generation read first when `conditional`, whose
+/// answer must be that generation, else plainly. Returns that generation and the batches
+/// the wrapper was sent.
+async fn append_stored_then_failed(
+    inner: &Arc<dyn ConversationStorage>,
+    id: &str,
+    conditional: bool,
+    delete_before_retry: bool,
+) -> (u64, Vec<Vec<String>>) {
+    inner
+        .append(id, &[ChatMessage::user("before")])
+        .await
+        .unwrap();
+    let (_, at) = inner.load_revision(id).await.unwrap();
+    let mut wrapper = StoredThenFailed::new(Arc::clone(inner));
+    wrapper.delete_before_retry = delete_before_retry;
+    let sent = Arc::clone(&wrapper.sent);
+    let store = Arc::new(Intercepted(wrapper)).layer(retry());
+    let batch = [ChatMessage::user("a"), ChatMessage::assistant("b")];
+    if conditional {
+        let expected = Expect::Generation(at.generation);
+        let answer = store.write_if(id, expected, Change::Append(&batch));
+        assert_eq!(answer.await.unwrap(), at.generation);
+    } else {
+        store.append(id, &batch).await.unwrap();
+    }
+    let sent = sent.lock().unwrap().clone();
+    (at.generation, sent)
+}
+
 /// On `inner`: an append (and a conditional one) whose first attempt stored its batch and
 /// failed is answered as applied, its retry reaches `inner` with the batch's last message
 /// and its id, and the session holds each message once.
 async fn the_retry_reaches_the_backend_with_the_stored_tail(inner: Arc<dyn ConversationStorage>) {
     for conditional in [false, true] {
         let id = format!("echo-{conditional}");
-        inner
-            .append(&id, &[ChatMessage::user("before")])
-            .await
-            .unwrap();
-        let (_, at) = inner.load_revision(&id).await.unwrap();
-        let wrapper = StoredThenFailed::new(Arc::clone(&inner));
-        let sent = Arc::clone(&wrapper.sent);
-        let store = Arc::new(Intercepted(wrapper)).layer(retry());
-        let batch = [ChatMessage::user("a"), ChatMessage::assistant("b")];
-        if conditional {
-            let expected = Expect::Generation(at.generation);
-            let answer = store.write_if(&id, expected, Change::Append(&batch));
-            assert_eq!(answer.await.unwrap(), at.generation);
-        } else {
-            store.append(&id, &batch).await.unwrap();
-        }
+        let (generation, sent) = append_stored_then_failed(&inner, &id, conditional, false).await;
         let (history, now) = inner.load_revision(&id).await.unwrap();
         let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["before", "a", "b"], "conditional: {conditional}");
-        assert_eq!(now.generation, at.generation, "an append keeps it");
+        assert_eq!(now.generation, generation, "an append keeps it");
         let stored: Vec<String> = history[1..]
             .iter()
             .map(|m| m.id.as_ref().unwrap().to_string())
             .collect();
-        let sent = sent.lock().unwrap().clone();
         assert_eq!(
             sent,
             [stored.clone(), stored[1..].to_vec()],
@@ -162,24 +178,8 @@ async fn a_session_deleted_before_the_resend_is_not_created_again() {
     let inner: Arc<dyn ConversationStorage> = Arc::new(InMemoryStorage::new());
     for conditional in [false, true] {
         let id = format!("deleted-{conditional}");
-        inner
-            .append(&id, &[ChatMessage::user("before")])
-            .await
-            .unwrap();
-        let (_, at) = inner.load_revision(&id).await.unwrap();
-        let mut wrapper = StoredThenFailed::new(Arc::clone(&inner));
-        wrapper.delete_before_retry = true;
-        let sent = Arc::clone(&wrapper.sent);
-        let store = Arc::new(Intercepted(wrapper)).layer(retry());
-        let batch = [ChatMessage::user("a"), ChatMessage::assistant("b")];
-        if conditional {
-            let expected = Expect::Generation(at.generation);
-            let answer = store.write_if(&id, expected, Change::Append(&batch));
-            assert_eq!(answer.await.unwrap(), at.generation);
-        } else {
-            store.append(&id, &batch).await.unwrap();
-        }
-        assert_eq!(sent.lock().unwrap().len(), 2, "the resend was made");
+        let (_, sent) = append_stored_then_failed(&inner, &id, conditional, true).await;
+        assert_eq!(sent.len(), 2, "the resend was made");
         let gone = inner.load(&id).await.unwrap();
         assert!(gone.is_empty(), "conditional: {conditional}: {gone:?}");
     }
