@@ -2,7 +2,20 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{conversation, fails, ids, seed};
+
+/// Writes `contents` to the file `name` in `dir` and imports it into `url` as session
+/// `x`, which must fail: the file's path and the error.
+fn import_fails(dir: &Path, name: &str, contents: &str, url: &str) -> (String, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, contents).unwrap();
+    let file = file.to_str().unwrap().to_owned();
+    let args = ["sessions", "import", &file, "--id", "x", "--storage", url];
+    let err = fails(dir, args);
+    (file, err)
+}
 
 #[test]
 fn hostile_session_ids_are_refused_before_touching_storage() {
@@ -140,13 +153,7 @@ fn an_import_of_a_bare_array_of_messages_says_what_to_make_of_it() {
             "[\n  {\"role\": \"user\", \"content\": \"hi\"}\n]\n",
         ),
     ] {
-        let file = tmp.path().join(name);
-        std::fs::write(&file, contents).unwrap();
-        let file = file.to_str().unwrap();
-        let err = fails(
-            tmp.path(),
-            ["sessions", "import", file, "--id", "x", "--storage", &url],
-        );
+        let (_, err) = import_fails(tmp.path(), name, contents, &url);
         assert!(
             err.contains("the file is a JSON array") && !err.contains("expected u64"),
             "{name}: {err}"
@@ -226,13 +233,8 @@ fn an_import_holding_a_message_field_this_release_does_not_know_is_refused() {
         ),
     ];
     for (name, contents, expected) in cases {
-        let file = tmp.path().join(name);
-        std::fs::write(&file, contents).unwrap();
-        let file = file.to_str().unwrap();
-        let err = fails(
-            tmp.path(),
-            ["sessions", "import", file, "--id", "x", "--storage", &url],
-        );
+        let (file, err) = import_fails(tmp.path(), name, &contents, &url);
+        let file = file.as_str();
         assert!(
             err.contains(&format!("cannot import {file}")),
             "{name}: {err}"
@@ -279,13 +281,8 @@ fn a_message_the_storage_refuses_is_named_by_its_place_in_the_file() {
         ),
     ];
     for (name, contents, place) in cases {
-        let file = tmp.path().join(name);
-        std::fs::write(&file, contents).unwrap();
-        let file = file.to_str().unwrap();
-        let err = fails(
-            tmp.path(),
-            ["sessions", "import", file, "--id", "x", "--storage", &url],
-        );
+        let (file, err) = import_fails(tmp.path(), name, &contents, &url);
+        let file = file.as_str();
         assert!(
             err.contains(&format!(
                 "cannot import {file}: fs refused to store {place} (nothing was stored): its id \
