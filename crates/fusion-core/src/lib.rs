@@ -21,6 +21,7 @@ mod session_id;
 mod session_meta;
 mod session_times;
 pub mod sql;
+mod stable_hash;
 mod storable;
 mod storage;
 mod url_param;
@@ -50,6 +51,7 @@ pub use session_meta::{
     SessionInfo, SessionMeta, validate_owner,
 };
 pub use session_times::SessionTimes;
+pub use stable_hash::fnv1a;
 pub use storable::{MAX_METADATA_DEPTH, check_storable};
 pub use storage::{ConversationStorage, check_creation};
 pub use url_param::{

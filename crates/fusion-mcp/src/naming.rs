@@ -20,8 +20,8 @@
 //!    `a_b` gets the hashed name: a call of `p__a_b` (or an "always" approval, which
 //!    approvals key by this name) never reaches another tool than the one it was given to.
 //!
-//! The hash is 64-bit FNV-1a, written out here so names never change with a library
-//! upgrade.
+//! The hash is 64-bit FNV-1a ([`fusion_core::fnv1a`], written out there), so names never
+//! change with a library upgrade.
 
 use std::collections::{HashMap, HashSet};
 
@@ -137,14 +137,8 @@ pub fn sanitize(name: &str) -> String {
 /// `text` (ASCII) cut so that it and a hash suffix of `of` fit in `max` characters.
 fn hashed(text: &str, max: usize, separator: char, of: &str) -> String {
     let keep = text.len().min(max - HASH_SUFFIX_CHARS);
-    format!("{}{separator}{:08x}", &text[..keep], fnv1a(of) as u32)
-}
-
-/// 64-bit FNV-1a of `text`'s bytes.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    let hash = fusion_core::fnv1a(of.as_bytes()) as u32;
+    format!("{}{separator}{hash:08x}", &text[..keep])
 }
 
 #[cfg(test)]

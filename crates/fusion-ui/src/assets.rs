@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use axum::extract::Path;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use fusion_core::fnv1a;
 
 /// Where the assets are served, below the site root.
 pub(crate) const PREFIX: &str = "/assets/";
@@ -92,14 +93,6 @@ pub(crate) async fn serve(Path(name): Path<String>) -> Response {
             .into_response(),
         None => (StatusCode::NOT_FOUND, "no such asset").into_response(),
     }
-}
-
-/// FNV-1a, 64 bits: a stable fingerprint of a file's bytes for its served name (not a
-/// defence against anything; the files are our own).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]

@@ -53,9 +53,7 @@ fn fits(value: &str, max: usize) -> bool {
 /// and every process, and different for different values (but for a 64-bit hash
 /// collision).
 fn with_hash(value: &str, max: usize, empty: &str) -> String {
-    let hash = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = fusion_core::fnv1a(value.as_bytes());
     let readable = if value.is_empty() { empty } else { value };
     let kept = readable.chars().take(max - 17);
     let mut sent: String = kept.map(|c| if allowed(c) { c } else { '_' }).collect();
