@@ -40,15 +40,22 @@ pub enum Error {
     /// A message was refused before anything was written: the backend could not store it
     /// in a form it can read back (see [`crate::check_storable`]). Not retryable; the
     /// message must change.
+    ///
+    /// Shown counted from 1, as a person counts (and as `fusion sessions import` names a
+    /// file's messages), with the index beside it for a reader of code: `message 2 (index 1)
+    /// of the write`.
     #[error(
-        "{backend}: refused to store message {index} of the write to session \"{session_id}\" (nothing was stored): {detail}"
+        "{backend}: refused to store message {} (index {index}) of the write to session \"{session_id}\" (nothing was stored): {detail}",
+        index + 1
     )]
     InvalidMessage {
         /// The backend that refused the write.
         backend: &'static str,
         /// The session written to.
         session_id: String,
-        /// The position of the refused message in the slice passed to `save` or `append`.
+        /// The position of the refused message in the slice passed to `save` or `append`,
+        /// counted from 0 (`1` is the second message; the error's text shows it as
+        /// `message 2 (index 1)`).
         index: usize,
         /// What is wrong with it, naming the limit it exceeds.
         detail: String,
@@ -303,6 +310,23 @@ mod tests {
              not none; nothing was written"
         );
         assert!(!err.is_retryable());
+    }
+
+    /// The text counted the write's messages from 0, so a chat or a migration whose
+    /// second message was refused said "message 1", which a person reads as the first.
+    #[test]
+    fn an_invalid_message_is_shown_counted_from_one_beside_its_index() {
+        let err = Error::InvalidMessage {
+            backend: "fs",
+            session_id: "s1".into(),
+            index: 1,
+            detail: "too deep".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "fs: refused to store message 2 (index 1) of the write to session \"s1\" \
+             (nothing was stored): too deep"
+        );
     }
 
     #[test]

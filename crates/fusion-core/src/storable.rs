@@ -167,7 +167,7 @@ mod tests {
             "{err:?}"
         );
         assert!(
-            shown.contains("\"s-1\"") && shown.contains("message 2"),
+            shown.contains("\"s-1\"") && shown.contains("message 3 (index 2)"),
             "{shown}"
         );
         assert!(shown.contains(&MAX_METADATA_DEPTH.to_string()), "{shown}");
