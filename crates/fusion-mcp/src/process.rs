@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 use tokio::sync::watch;
 
-use crate::server_config::{StdioServerConfig, shown};
+use crate::server_config::{StdioServerConfig, shown, shown_within};
 
 /// How many of the last stderr lines are kept for error messages.
 const TAIL_LINES: usize = 20;
@@ -287,18 +287,17 @@ async fn drain_stderr(server: String, mut stderr: ChildStderr, tail: Arc<Mutex<V
     let mut buffer = [0u8; 8192];
     let mut line: Vec<u8> = Vec::new();
     let push = |line: &mut Vec<u8>| {
-        let text = stderr_text(line);
+        let (text, kept) = (stderr_text(line), tail_line(line));
         line.clear();
         if text.is_empty() {
             return;
         }
         tracing::debug!(server = %server, "stderr: {text}");
-        let text: String = text.chars().take(TAIL_LINE_CHARS).collect();
         if let Ok(mut tail) = tail.lock() {
             if tail.len() == TAIL_LINES {
                 tail.pop_front();
             }
-            tail.push_back(text);
+            tail.push_back(kept);
         }
     };
     loop {
@@ -317,13 +316,19 @@ async fn drain_stderr(server: String, mut stderr: ChildStderr, tail: Arc<Mutex<V
     push(&mut line);
 }
 
-/// A line of a server's stderr for the log and the notes that quote its tail: trailing
-/// space trimmed, each control character escaped ([`shown`]). A server's colours
-/// (`\x1b[31m`), a `\r` of a progress bar, or bytes it was fed would otherwise reach the
-/// terminal or the log collector of the person running Fusion as they are, where they
-/// redraw the screen or forge lines.
+/// A line of a server's stderr for the log: trailing space trimmed, each control
+/// character escaped ([`shown`]). A server's colours (`\x1b[31m`), a `\r` of a progress
+/// bar, or bytes it was fed would otherwise reach the terminal or the log collector of the
+/// person running Fusion as they are, where they redraw the screen or forge lines.
 fn stderr_text(line: &[u8]) -> String {
     shown(String::from_utf8_lossy(line).trim_end())
+}
+
+/// A line of a server's stderr as its tail keeps it, for the notes that quote it:
+/// [`stderr_text`] cut to [`TAIL_LINE_CHARS`] characters between escapes
+/// ([`shown_within`]).
+fn tail_line(line: &[u8]) -> String {
+    shown_within(String::from_utf8_lossy(line).trim_end(), TAIL_LINE_CHARS)
 }
 
 #[cfg(test)]
@@ -353,6 +358,30 @@ mod tests {
             r"ok\u{2028}ERROR forged\u{2029} \u{202e}txt.exe\u{202c} \u{2067}x\u{2069}"
         );
         assert_eq!(stderr_text("שלום, عالم".as_bytes()), "שלום, عالم");
+    }
+
+    /// Found by a review: a long stderr line was cut to its first 400 characters after
+    /// its control characters were escaped, so the cut could fall inside an escape and
+    /// leave `\u{20` of `\u{202e}` at the end of the line. It falls between escapes now.
+    #[test]
+    fn a_long_stderr_line_is_cut_between_escapes() {
+        for (escaped, raw) in [
+            (r"\u{202e}", "\u{202e}"),
+            (r"\u{1b}", "\x1b"),
+            (r"\u{0}", "\0"),
+        ] {
+            for before in TAIL_LINE_CHARS - escaped.len()..TAIL_LINE_CHARS + 1 {
+                let line = format!("{}{raw}{raw}", "a".repeat(before));
+                let cut = tail_line(line.as_bytes());
+                let fits = (TAIL_LINE_CHARS - before.min(TAIL_LINE_CHARS)) / escaped.len();
+                let expected = format!(
+                    "{}{}",
+                    "a".repeat(before.min(TAIL_LINE_CHARS)),
+                    escaped.repeat(fits)
+                );
+                assert_eq!(cut, expected, "{before} characters before {escaped}");
+            }
+        }
     }
 
     /// Found by a review: the command escaped for the message was also what was looked

@@ -181,14 +181,30 @@ impl StdioServerConfig {
 /// that breaks lines there) forges a log line of its own, an escape sequence drives the
 /// terminal, and a bidirectional override shows the rest of the line reordered.
 pub fn shown(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
+    shown_within(text, usize::MAX)
+}
+
+/// [`shown`] `text`, cut to at most `max_chars` characters where an escape ends, never
+/// inside one: half an escape (`\u{20` of `\u{202e}`) would read as text never written.
+pub fn shown_within(text: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max_chars));
+    let mut chars = 0;
     for c in text.chars() {
-        if c.is_control() {
+        let kept = out.len();
+        // An escape is ASCII: as many characters as bytes.
+        chars += if c.is_control() {
             out.extend(c.escape_default());
+            out.len() - kept
         } else if breaks_or_reorders(c) {
             out.extend(c.escape_unicode());
+            out.len() - kept
         } else {
             out.push(c);
+            1
+        };
+        if chars > max_chars {
+            out.truncate(kept);
+            break;
         }
     }
     out
