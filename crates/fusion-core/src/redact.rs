@@ -90,17 +90,7 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
 fn redact_userinfo(url: &str) -> (String, &str) {
     let head_end = url.find('?').unwrap_or(url.len());
     let scheme_end = url[..head_end].find("://").map_or(0, |i| i + 3);
-    // Everything before the last `@` counts as credentials, so a password holding an
-    // unescaped `/` or `@` is still hidden; over-hiding an `@` in a path is harmless.
-    // A password holding an unescaped `?` ends the head early and leaves no `@` in it
-    // (`redis://u:pa?ss@host`): then the last `@` after the `?` ends the credentials, so
-    // no start of a password is shown, at the cost of hiding the host of a URL whose
-    // query holds an `@` (`postgres://h/db?user=a@b` shows as `postgres://***@b`).
-    let at = url[scheme_end..head_end]
-        .rfind('@')
-        .map(|at| scheme_end + at)
-        .or_else(|| url[head_end..].rfind('@').map(|at| head_end + at));
-    let Some(at) = at else {
+    let Some(at) = credentials_end(url, scheme_end, head_end) else {
         return (url[..scheme_end].to_string(), &url[scheme_end..]);
     };
     let hidden = match url[scheme_end..at].split_once(':') {
@@ -108,6 +98,38 @@ fn redact_userinfo(url: &str) -> (String, &str) {
         None => "***".to_string(),
     };
     (format!("{}{hidden}", &url[..scheme_end]), &url[at..])
+}
+
+/// The `@` that ends the credentials of `url` (after its scheme, which ends at
+/// `scheme_end`; its first `?` at `head_end`), if it has any.
+///
+/// A URL parser ends the userinfo at the last `@` before the first `/`, `?` or `#`; but a
+/// password is often written unescaped (`redis://:pa/ss@host`, `:p@ss?w@host`), and then
+/// the parser's userinfo is only the start of it. So everything before the last `@` of
+/// the URL counts as credentials: over-hiding an `@` in a path or a query is harmless,
+/// while showing the rest of a password is not. The one `@` passed over is one in the
+/// value of a query parameter whose value is shown (`?user=a@b`) when an `@` before the
+/// first `?` already ends a userinfo (`postgres://u:p@h/db?user=a@b`); without one, the
+/// host of such a URL is hidden too (`postgres://h/db?user=a@b` shows as
+/// `postgres://***@b`), since the `?` may be part of a password.
+fn credentials_end(url: &str, scheme_end: usize, head_end: usize) -> Option<usize> {
+    let last = scheme_end + url[scheme_end..].rfind('@')?;
+    if last < head_end {
+        return Some(last);
+    }
+    let in_head = url[scheme_end..head_end]
+        .rfind('@')
+        .map(|at| scheme_end + at);
+    let in_shown_value = || {
+        let piece = url[head_end + 1..last].rsplit('&').next().unwrap_or("");
+        piece
+            .split_once('=')
+            .is_some_and(|(key, _)| SHOWN_QUERY_KEYS.contains(&key))
+    };
+    match in_head {
+        Some(in_head) if in_shown_value() => Some(in_head),
+        _ => Some(last),
+    }
 }
 
 /// Names whose value, after `=` or `:`, [`redact_text`] hides: credentials in a
@@ -324,6 +346,23 @@ mod tests {
                 "postgres://u:p@h/db?user=a@b",
                 "postgres://u:***@h/db?user=a@b",
             ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_holding_an_at_and_a_question_mark_is_hidden_whole() {
+        // The `@` before the `?` was taken to end the credentials, so the password's part
+        // between them showed as a host (`redis://:***@s3?***`).
+        let cases = [
+            ("redis://:Xy@s3?cr3t@host:6379", "redis://:***@host:6379"),
+            ("redis://u:a@s3/c?r3t@h/0?db=1", "redis://u:***@h/0?db=1"),
+            ("rediss://Xy@s3?cr#3t@host", "rediss://***@host"),
+            // A value that is no shown query key's is read as part of the password.
+            ("redis://:a@s3?pw=cr3t@h/0", "redis://:***@h/0"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");

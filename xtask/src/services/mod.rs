@@ -122,20 +122,17 @@ fn with_port(host_port: &str, default: u16) -> Option<String> {
     }
 }
 
-/// The URL with the password between `:` and `@` masked, for messages: a server
-/// URL the user configured (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster
-/// URL's one credential).
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) if user_info.contains(':') => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{tail}")
-        }
-        _ => url.to_string(),
-    }
-}
+/// The URL with its password hidden, for messages: a server URL the user configured
+/// (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster URL's one credential).
+///
+/// It is fusion-core's `redact_url` (so xtask hides a password as every error of the
+/// library does, one written unescaped with `/`, `?` or `@` in it too), compiled in from
+/// its source file, which needs nothing but std: xtask stays free of fusion-core's
+/// dependencies, and builds fast before every commit.
+#[path = "../../../crates/fusion-core/src/redact.rs"]
+#[allow(
+    dead_code,
+    reason = "xtask shows URLs only, not the free text redact_text reads"
+)]
+mod core_redact;
+use core_redact::redact_url as redact;

@@ -276,6 +276,11 @@ mod tests {
             redact("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        // A userinfo without a `:` may be a token: it is hidden whole, as the library does.
+        assert_eq!(redact("postgres://u@h/db"), "postgres://***@h/db");
+        assert_eq!(
+            redact("postgres://h/db?sslmode=require"),
+            "postgres://h/db?sslmode=require"
+        );
     }
 }

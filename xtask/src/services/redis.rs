@@ -236,6 +236,22 @@ mod tests {
                 "http://:hunter2@h:6379".to_string(),
                 "REDIS_URL=http://:***@h:6379 is not a redis:// URL".to_string(),
             ),
+            // A password written unescaped: its `/` or `?` ended the authority, whose
+            // part before it held no `@`, so the whole URL was shown as written.
+            (
+                "redis://:pa/hunter2@h:6379".to_string(),
+                "REDIS_URL=redis://:***@h:6379 is not a redis:// URL".to_string(),
+            ),
+            (
+                "redis://:pa?hunter2@h:6379".to_string(),
+                "REDIS_URL=redis://:***@h:6379 is not a redis:// URL".to_string(),
+            ),
+            // A userinfo without a `:` may be a token (as some services hand out): it was
+            // shown whole, having no `:` to mask after.
+            (
+                "rediss://hunter2@nowhere.invalid".to_string(),
+                "REDIS_URL=rediss://***@nowhere.invalid: the host name".to_string(),
+            ),
         ] {
             let err = check_redis_url(&url).unwrap_err().to_string();
             assert!(err.starts_with(&shown), "{url}: {err}");
