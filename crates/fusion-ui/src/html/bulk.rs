@@ -3,6 +3,7 @@
 
 use askama::Template;
 use fusion::storage::{Expiry, Revision, SessionInfo, SessionMeta};
+use fusion_core::StoredExpiry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -92,9 +93,8 @@ pub(crate) fn meta_digest(meta: &SessionMeta) -> u64 {
 
 /// The canonical bytes [`meta_digest`] hashes: `fusion-ui meta v1`, then the owner and
 /// title (each `0`, or `1` and the text), the tags (their count, then each text), the data
-/// map ([`encode_json`]) and the expiry (`0`; `1` and the instant in Unix microseconds as
-/// an `i64`; or `2` and the idle span's seconds as a `u64` and nanoseconds as a `u32`).
-/// A text is its length in bytes as a `u64`, then its UTF-8; every number is big-endian.
+/// map ([`encode_json`]) and the expiry ([`encode_expiry`]). A text is its length in
+/// bytes as a `u64`, then its UTF-8; every number is big-endian.
 fn meta_encoding(meta: &SessionMeta) -> Vec<u8> {
     let mut out = b"fusion-ui meta v1".to_vec();
     for text in [&meta.owner, &meta.title] {
@@ -111,25 +111,53 @@ fn meta_encoding(meta: &SessionMeta) -> Vec<u8> {
         encode_text(&mut out, tag);
     }
     encode_object(&mut out, &meta.data);
-    match meta.expiry {
+    encode_expiry(&mut out, meta.expiry.as_ref());
+    out
+}
+
+/// An expiry: `0` for none; `1` and the instant in Unix microseconds as an `i64`; `2`
+/// and the idle span's seconds as a `u64` and nanoseconds as a `u32`.
+///
+/// A kind of expiry added to fusion-core after this encoding (`Expiry` is
+/// `#[non_exhaustive]`) gets `3` and the form every backend stores it in
+/// ([`encode_stored_expiry`]): numbers, stable between builds and releases, which tell
+/// apart every two expiries a backend can tell apart. (It was the `Debug` text, which
+/// is not stable between Rust releases.)
+fn encode_expiry(out: &mut Vec<u8>, expiry: Option<&Expiry>) {
+    match expiry {
         None => out.push(0),
         Some(Expiry::At(at)) => {
             out.push(1);
-            out.extend_from_slice(&fusion_core::unix_micros(at).to_be_bytes());
+            out.extend_from_slice(&fusion_core::unix_micros(*at).to_be_bytes());
         }
         Some(Expiry::Idle(span)) => {
             out.push(2);
             out.extend_from_slice(&span.as_secs().to_be_bytes());
             out.extend_from_slice(&span.subsec_nanos().to_be_bytes());
         }
-        // A kind of expiry added after this encoding: `255` and its `Debug` text, until
-        // it is given a number here (which keeps the digests above as they are).
         Some(other) => {
-            out.push(255);
-            encode_text(&mut out, &format!("{other:?}"));
+            out.push(3);
+            // Stored as if written at the epoch: a fixed instant, so the numbers depend
+            // on the expiry alone.
+            encode_stored_expiry(out, StoredExpiry::of(Some(other), 0));
         }
     }
-    out
+}
+
+/// An expiry as a backend stores it: its instant and its idle span, each `0`, or `1` and
+/// the microseconds as an `i64`.
+fn encode_stored_expiry(out: &mut Vec<u8>, stored: StoredExpiry) {
+    // Whole, so a number added to the stored form cannot be left out unseen.
+    let StoredExpiry { expires_at, idle } = stored;
+    for micros in [expires_at, idle] {
+        match micros {
+            None => out.push(0),
+            Some(micros) => {
+                out.push(1);
+                out.extend_from_slice(&micros.to_be_bytes());
+            }
+        }
+    }
 }
 
 /// Its length in bytes (a big-endian `u64`), then its UTF-8.
@@ -292,6 +320,30 @@ mod tests {
         .map(|meta| meta_digest(&meta));
         let distinct: std::collections::HashSet<_> = digests.iter().collect();
         assert_eq!(distinct.len(), digests.len(), "{digests:?}");
+    }
+
+    /// A kind of expiry added to fusion-core after this encoding cannot be made here; what
+    /// it is encoded by, its stored numbers, is pinned (it was its `Debug` text, which is
+    /// not stable between Rust releases) and tells every stored form apart.
+    #[test]
+    fn an_expiry_kind_added_later_is_encoded_by_its_stored_numbers() {
+        let encoded = |expires_at, idle| {
+            let mut out = Vec::new();
+            encode_stored_expiry(&mut out, StoredExpiry { expires_at, idle });
+            out
+        };
+        let at_one = [&[1][..], &1_i64.to_be_bytes(), &[0]].concat();
+        assert_eq!(encoded(Some(1), None), at_one);
+        let forms = [
+            encoded(None, None),
+            encoded(Some(1), None),
+            encoded(None, Some(1)),
+            encoded(Some(1), Some(1)),
+            encoded(Some(1), Some(2)),
+            encoded(Some(-1), None),
+        ];
+        let distinct: std::collections::HashSet<_> = forms.iter().collect();
+        assert_eq!(distinct.len(), forms.len(), "{forms:?}");
     }
 
     #[test]
