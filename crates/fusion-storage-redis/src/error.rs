@@ -95,8 +95,9 @@ pub(crate) fn no_connection(op: Op<'_>, waited: std::time::Duration) -> Error {
 /// Maps a driver error to a Fusion error, naming the server, operation and session.
 ///
 /// Dropped, refused and timed-out connections, a server that is loading or failing over,
-/// one short of the replicas its `min-replicas-to-write` asks for (`NOREPLICAS`) and one
-/// at its `maxclients` are retryable; a key of the wrong type, refused credentials and anything else
+/// one short of the replicas its `min-replicas-to-write` asks for (`NOREPLICAS`), one
+/// at its `maxclients` and one refusing writes until a save succeeds (`MISCONF`) are
+/// retryable; a key of the wrong type, refused credentials and anything else
 /// are not. A retryable write may or may not have been applied before the connection
 /// broke, so retrying an `append` can store its messages twice.
 pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
@@ -156,15 +157,20 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             ),
             true,
         ),
-        // Not retryable: it lasts until an operator mends the disk (or the persistence
-        // settings) and a save succeeds; a refused write script stored nothing.
+        // Retryable: the server retries its save (every `save` point, and at once on
+        // `BGSAVE`), and takes writes again as soon as one succeeds, which a disk filled
+        // for a moment or a fork refused for lack of memory often lets it do. Retrying
+        // is safe: it refuses a write script at its first write, so the command wrote
+        // nothing. Not "nothing was written", as for `NOREPLICAS`: on a cluster the
+        // refused command may be an index request after the session's write.
         Some("MISCONF") => (
             format!(
                 "{op}: the server cannot save its data to disk and refuses writes while \
                  `stop-writes-on-bgsave-error` is on; it refused the command, which wrote \
-                 nothing: fix the server's disk or persistence settings ({err})"
+                 nothing: retry once a save succeeds, and if it keeps failing fix the \
+                 server's disk or persistence settings ({err})"
             ),
-            false,
+            true,
         ),
         Some("NOPERM") => (
             format!("{op}: the Redis user lacks a permission this storage needs ({err})"),
@@ -388,11 +394,6 @@ mod tests {
                 "-ERR Protocol error: invalid bulk length\r\n",
                 "proto-max-bulk-len",
             ),
-            (
-                "-MISCONF Redis is configured to save RDB snapshots, but it's currently \
-                 unable to persist to disk.\r\n",
-                "cannot save its data to disk",
-            ),
         ] {
             let err = parse_redis_error(reply(resp), single());
             assert!(!err.is_retryable(), "{err}");
@@ -409,11 +410,11 @@ mod tests {
         assert!(err.is_retryable(), "{err}");
     }
 
-    /// Found by a review: both states pass on their own (replicas reconnect, clients
-    /// leave), but were not retryable, so the retry layer gave up on them and a
-    /// listing's prune warned at every listing.
+    /// Found by a review: these states pass on their own (replicas reconnect, clients
+    /// leave, the server's next save succeeds), but were not retryable, so the retry
+    /// layer gave up on them and a listing's prune warned at every listing.
     #[test]
-    fn too_few_replicas_and_too_many_clients_are_retryable() {
+    fn too_few_replicas_too_many_clients_and_a_failed_save_are_retryable() {
         for (resp, says) in [
             (
                 "-NOREPLICAS Not enough good replicas to write.\r\n",
@@ -425,6 +426,12 @@ mod tests {
                 "which wrote nothing",
             ),
             ("-ERR max number of clients reached\r\n", "maxclients"),
+            (
+                "-MISCONF Redis is configured to save RDB snapshots, but it's currently \
+                 unable to persist to disk. Commands that may modify the data set are \
+                 disabled.\r\n",
+                "retry once a save succeeds",
+            ),
         ] {
             let err = parse_redis_error(reply(resp), Op::new("append", URL, Some("s1")));
             assert!(err.is_retryable(), "{err}");
