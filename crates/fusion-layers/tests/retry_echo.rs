@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, Intercept, Intercepted, Result,
-    SessionMeta, SessionTimes, StorageExt,
+    Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, Intercept, Intercepted,
+    Result, SessionMeta, SessionTimes, StorageExt,
 };
 use fusion_layers::RetryLayer;
 use fusion_storage_fs::FileSystemStorage;
@@ -27,9 +27,19 @@ struct StoredThenFailed {
     inner: Arc<dyn ConversationStorage>,
     failed: AtomicBool,
     sent: Arc<Mutex<Vec<Vec<String>>>>,
-    /// Deletes the session before passing on the second write (another writer's delete
-    /// between the retry's read and its resend).
-    delete_before_retry: bool,
+    /// What another writer does between the retry's read and its resend, before the
+    /// second write is passed on.
+    before_retry: Meddling,
+}
+
+/// Another writer's change between the retry's read and its resend.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Meddling {
+    None,
+    /// Deletes the session.
+    Delete,
+    /// Appends [`DEDUP_WINDOW`] messages, pushing the stored batch out of the window.
+    Flood,
 }
 
 impl StoredThenFailed {
@@ -38,7 +48,7 @@ impl StoredThenFailed {
             inner,
             failed: AtomicBool::new(false),
             sent: Arc::default(),
-            delete_before_retry: false,
+            before_retry: Meddling::None,
         }
     }
 
@@ -47,11 +57,18 @@ impl StoredThenFailed {
         self.sent.lock().unwrap().push(ids.collect());
     }
 
-    /// Another writer's delete before a write after the first, if asked for.
+    /// Another writer's change before a write after the first, if asked for.
     async fn meddle(&self, session_id: &str) -> Result<()> {
-        match self.delete_before_retry && self.failed.load(Ordering::SeqCst) {
-            true => self.inner.delete(session_id).await,
-            false => Ok(()),
+        if !self.failed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        match self.before_retry {
+            Meddling::None => Ok(()),
+            Meddling::Delete => self.inner.delete(session_id).await,
+            Meddling::Flood => {
+                let others = vec![ChatMessage::user("other"); DEDUP_WINDOW];
+                self.inner.append(session_id, &others).await
+            }
         }
     }
 
@@ -103,15 +120,15 @@ fn retry() -> RetryLayer {
 }
 
 /// Stores "before" in `id` on `inner`, then appends "a" and "b" through the retry layer
-/// over a [`StoredThenFailed`] (which deletes the session before the resend when
-/// `delete_before_retry`): under the generation read first when `conditional`, whose
+/// over a [`StoredThenFailed`] (whose other writer does `before_retry` before the
+/// resend): under the generation read first when `conditional`, whose
 /// answer must be that generation, else plainly. Returns that generation and the batches
 /// the wrapper was sent.
 async fn append_stored_then_failed(
     inner: &Arc<dyn ConversationStorage>,
     id: &str,
     conditional: bool,
-    delete_before_retry: bool,
+    before_retry: Meddling,
 ) -> (u64, Vec<Vec<String>>) {
     inner
         .append(id, &[ChatMessage::user("before")])
@@ -119,7 +136,7 @@ async fn append_stored_then_failed(
         .unwrap();
     let (_, at) = inner.load_revision(id).await.unwrap();
     let mut wrapper = StoredThenFailed::new(Arc::clone(inner));
-    wrapper.delete_before_retry = delete_before_retry;
+    wrapper.before_retry = before_retry;
     let sent = Arc::clone(&wrapper.sent);
     let store = Arc::new(Intercepted(wrapper)).layer(retry());
     let batch = [ChatMessage::user("a"), ChatMessage::assistant("b")];
@@ -140,7 +157,8 @@ async fn append_stored_then_failed(
 async fn the_retry_reaches_the_backend_with_the_stored_tail(inner: Arc<dyn ConversationStorage>) {
     for conditional in [false, true] {
         let id = format!("echo-{conditional}");
-        let (generation, sent) = append_stored_then_failed(&inner, &id, conditional, false).await;
+        let (generation, sent) =
+            append_stored_then_failed(&inner, &id, conditional, Meddling::None).await;
         let (history, now) = inner.load_revision(&id).await.unwrap();
         let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
         assert_eq!(contents, ["before", "a", "b"], "conditional: {conditional}");
@@ -178,10 +196,30 @@ async fn a_session_deleted_before_the_resend_is_not_created_again() {
     let inner: Arc<dyn ConversationStorage> = Arc::new(InMemoryStorage::new());
     for conditional in [false, true] {
         let id = format!("deleted-{conditional}");
-        let (_, sent) = append_stored_then_failed(&inner, &id, conditional, true).await;
+        let (_, sent) = append_stored_then_failed(&inner, &id, conditional, Meddling::Delete).await;
         assert_eq!(sent.len(), 2, "the resend was made");
         let gone = inner.load(&id).await.unwrap();
         assert!(gone.is_empty(), "conditional: {conditional}: {gone:?}");
+    }
+}
+
+/// Found by a review: the resend was an append under the generation read, which appends
+/// by others keep, so a batch pushed out of the backend's window by other writers between
+/// the retry's read and its resend had its last message stored a second time. The resend
+/// now expects the exact revision read: those appends refuse it, and the append is
+/// answered as applied (it was), each of its messages stored once.
+#[tokio::test]
+async fn a_batch_pushed_out_of_the_window_before_the_resend_is_not_stored_again() {
+    let inner: Arc<dyn ConversationStorage> = Arc::new(InMemoryStorage::new());
+    for conditional in [false, true] {
+        let id = format!("flooded-{conditional}");
+        let (_, sent) = append_stored_then_failed(&inner, &id, conditional, Meddling::Flood).await;
+        assert_eq!(sent.len(), 2, "the resend was made");
+        let history = inner.load(&id).await.unwrap();
+        let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+        assert_eq!(contents[..3], ["before", "a", "b"]);
+        let others = vec!["other"; DEDUP_WINDOW];
+        assert_eq!(contents[3..], others, "conditional: {conditional}: b once");
     }
 }
 

@@ -20,8 +20,9 @@
 //!   again whole, and the backend's window alone keeps it from being stored twice. A
 //!   batch the read finds stored whole still has its last message sent again, while it is
 //!   among the session's last [`DEDUP_WINDOW`] messages (the backend finds it there and
-//!   stores nothing), as an append under the generation read (a session rewritten or
-//!   deleted since refuses it, and is left as it is): the attempt that stored the batch
+//!   stores nothing), as an append on condition of the exact revision read (a session
+//!   written since refuses it, and is left as it is: other writers' appends may have
+//!   pushed the message out of that window): the attempt that stored the batch
 //!   may have failed after it (on a Redis Cluster, the index requests that follow the
 //!   write), and a backend redoes that only on a retry it sees. A resend that fails on
 //!   every attempt returns its error;

@@ -8,23 +8,27 @@ use std::collections::HashSet;
 
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, DEDUP_WINDOW, Error, Expect, MessageId, Result,
-    unstored,
+    Revision, unstored,
 };
 
 /// For another attempt at appending a batch, what the read of the session found.
 pub(super) struct Unstored<'b> {
     /// The messages of the batch the session does not hold yet.
     pub(super) fresh: Cow<'b, [ChatMessage]>,
-    /// The session's generation, `None` when it could not be read (then `fresh` is the
+    /// The session's revision, `None` when it could not be read (then `fresh` is the
     /// whole batch).
-    pub(super) generation: Option<u64>,
+    pub(super) revision: Option<Revision>,
     /// When `fresh` is empty, what to send anyway ([`echo`]); else empty.
     pub(super) echo: &'b [ChatMessage],
 }
 
 impl<'b> Unstored<'b> {
-    /// What the session (`history`, at `generation`) lacks of `batch`.
-    pub(super) fn of(history: &[ChatMessage], generation: u64, batch: &'b [ChatMessage]) -> Self {
+    /// What the session (`history`, at `revision`) lacks of `batch`.
+    pub(super) fn of(
+        history: &[ChatMessage],
+        revision: Revision,
+        batch: &'b [ChatMessage],
+    ) -> Self {
         let stored: HashSet<&MessageId> = history.iter().filter_map(|m| m.id.as_ref()).collect();
         let fresh = unstored(batch, |id| stored.contains(id));
         let echo = match fresh.is_empty() {
@@ -33,7 +37,7 @@ impl<'b> Unstored<'b> {
         };
         Self {
             fresh,
-            generation: Some(generation),
+            revision: Some(revision),
             echo,
         }
     }
@@ -42,7 +46,7 @@ impl<'b> Unstored<'b> {
     pub(super) fn unread(batch: &'b [ChatMessage]) -> Self {
         Self {
             fresh: Cow::Borrowed(batch),
-            generation: None,
+            revision: None,
             echo: &[],
         }
     }
@@ -69,24 +73,31 @@ fn echo<'b>(history: &[ChatMessage], batch: &'b [ChatMessage]) -> &'b [ChatMessa
     }
 }
 
-/// Sends `echo`, the last message of a batch the session (read at `generation`) holds
-/// whole ([`Unstored::echo`]; nothing when empty), to `inner` as an append under that
-/// generation: the backend finds it stored, stores nothing, and redoes what may have
-/// failed after the attempt that stored it (a Redis Cluster's index requests, sent again
-/// on meeting a stored append or a conflict). A session rewritten or deleted since
-/// refuses it, and that conflict is ignored: the batch was stored, and is not stored again
-/// (a plain append would create a deleted session anew). Another error is returned, for
-/// the layer to retry: the backend's work after the write is not known done.
+/// Sends `echo`, the last message of a batch the session (read at `revision`) holds
+/// whole ([`Unstored::echo`]; nothing when empty), to `inner` as an append on condition
+/// of that exact revision: the backend finds it stored, stores nothing, and redoes what
+/// may have failed after the attempt that stored it (a Redis Cluster's index requests,
+/// sent again on meeting a stored append or a conflict). A session written since refuses
+/// it, and that conflict is ignored: the batch was stored, and is not stored again. The
+/// generation alone would not do: a deleted session would be created anew, and appends
+/// by others, which keep the generation, may have pushed the message out of the window
+/// the backend looks for it in, where it would be stored a second time. Another error is
+/// returned, for the layer to retry: the backend's work after the write is not known
+/// done.
+///
+/// Cost: a conditional append of one message; a backend without its own
+/// [`write_if`](ConversationStorage::write_if) loads the session for it (the trait's
+/// default), on this rare path only.
 pub(super) async fn send_echo(
     inner: &dyn ConversationStorage,
     session_id: &str,
-    generation: u64,
+    revision: Revision,
     echo: &[ChatMessage],
 ) -> Result<()> {
     if echo.is_empty() {
         return Ok(());
     }
-    let (expected, change) = (Expect::Generation(generation), Change::Append(echo));
+    let (expected, change) = (Expect::Exactly(revision), Change::Append(echo));
     match inner.write_if(session_id, expected, change).await {
         Ok(_) | Err(Error::Conflict { .. }) => Ok(()),
         Err(err) => Err(err),
@@ -105,14 +116,18 @@ mod tests {
         ];
         let mut history = vec![ChatMessage::user("before")];
         history.extend_from_slice(&batch);
-        let found = Unstored::of(&history, 7, &batch);
+        let at = Revision {
+            generation: 7,
+            len: history.len(),
+        };
+        let found = Unstored::of(&history, at, &batch);
         assert!(found.fresh.is_empty());
         assert_eq!(found.echo, &batch[1..]);
         // Pushed out of the window by others' messages: a resend would store it again.
         history.extend((0..DEDUP_WINDOW).map(|_| ChatMessage::user("other")));
-        assert!(Unstored::of(&history, 7, &batch).echo.is_empty());
+        assert!(Unstored::of(&history, at, &batch).echo.is_empty());
         // Part of the batch unstored: that part is sent, and nothing else.
-        let partly = Unstored::of(&batch[..1], 7, &batch);
+        let partly = Unstored::of(&batch[..1], at, &batch);
         assert_eq!(&*partly.fresh, &batch[1..]);
         assert!(partly.echo.is_empty());
         // A last message without an id cannot be found stored.

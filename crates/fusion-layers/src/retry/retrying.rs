@@ -203,7 +203,8 @@ impl Retrying {
     /// A batch found stored whole is not done with: the attempt that stored it may have
     /// failed after (a Redis Cluster's index requests), and a backend redoes that upkeep
     /// only on a retry it sees. Its last message is sent again while within the window
-    /// ([`Unstored::echo`], sent by [`send_echo`]), to be found stored there.
+    /// ([`Unstored::echo`], sent by [`send_echo`]), to be found stored there, on condition
+    /// that nothing was written since the read.
     async fn unstored_part<'b>(
         &self,
         operation: &str,
@@ -226,7 +227,7 @@ impl Retrying {
                 return Ok(Unstored::unread(batch));
             }
         };
-        Ok(Unstored::of(&history, revision.generation, batch))
+        Ok(Unstored::of(&history, revision, batch))
     }
 }
 
@@ -272,10 +273,8 @@ impl Intercept for Retrying {
                     return self.inner.append(session_id, messages).await;
                 }
                 let part = self.unstored_part("append", session_id, messages).await?;
-                match part.generation.filter(|_| part.fresh.is_empty()) {
-                    Some(generation) => {
-                        send_echo(self.inner.as_ref(), session_id, generation, part.echo).await
-                    }
+                match part.revision.filter(|_| part.fresh.is_empty()) {
+                    Some(read) => send_echo(self.inner.as_ref(), session_id, read, part.echo).await,
                     None => self.inner.append(session_id, &part.fresh).await,
                 }
             }
@@ -329,12 +328,12 @@ impl Intercept for Retrying {
                     _ => return self.inner.write_if(session_id, expected, change).await,
                 };
                 let part = self.unstored_part("write_if", session_id, batch).await?;
-                let Some(generation) = part.generation.filter(|_| part.fresh.is_empty()) else {
+                let Some(read) = part.revision.filter(|_| part.fresh.is_empty()) else {
                     let change = Change::Append(&part.fresh);
                     return self.inner.write_if(session_id, expected, change).await;
                 };
-                send_echo(self.inner.as_ref(), session_id, generation, part.echo).await?;
-                Ok(appended_at(expected, generation))
+                send_echo(self.inner.as_ref(), session_id, read, part.echo).await?;
+                Ok(appended_at(expected, read.generation))
             }
         };
         let Attempts { result, uncertain } = self.attempts("write_if", attempt).await;
