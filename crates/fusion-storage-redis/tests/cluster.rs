@@ -271,3 +271,53 @@ async fn writes_succeed_after_every_primary_forgets_its_scripts() {
     ids.sort();
     assert_eq!(ids, ["s", "t"]);
 }
+
+/// What `call` returns while `key`, where Fusion keeps an index, holds a string (as
+/// something other than Fusion may write under the prefix): the index's node refuses its
+/// requests with "wrong type", after the session's write on its own node. `key` is
+/// deleted afterwards.
+async fn with_index_of_another_type<T>(h: &Harness, key: &str, call: impl Future<Output = T>) -> T {
+    let mut raw = h.raw_cluster().await;
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("not an index")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let returned = call.await;
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    returned
+}
+
+/// Found by a review: only a creation's refused index requests were tested on a
+/// cluster. An append to a session that exists stores its messages on the session's
+/// node; the index's node then refuses its entry, and the error says the write was
+/// stored, offering no retry for a refusal that lasts.
+#[tokio::test]
+async fn an_append_whose_index_requests_fail_after_the_write_says_it_was_stored() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    storage
+        .append("s", &[ChatMessage::user("one")])
+        .await
+        .unwrap();
+    let two = [ChatMessage::user("two")];
+    let append = storage.append("s", &two);
+    let refused = with_index_of_another_type(&h, &h.updated_key(), append)
+        .await
+        .expect_err("the by-update index's node refuses its entry");
+    assert!(!refused.is_retryable(), "{refused}");
+    let shown = refused.to_string();
+    assert!(shown.contains("wrong type"), "{shown}");
+    assert!(shown.contains("write itself was stored"), "{shown}");
+    assert!(!shown.contains("a retry"), "{shown}");
+    let history = storage.load("s").await.unwrap();
+    let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(contents, ["one", "two"], "the write was stored");
+}

@@ -11,23 +11,37 @@ pub(super) enum Applied {
 }
 
 /// `err`, met by the index requests that [`follow`](super::RedisStorage::follow) a write
-/// on a cluster, saying that the write itself applied: alone, a refusal of an index
-/// request (`NOREPLICAS` from the index's node: it wrote nothing) read as if the whole
-/// write had been refused, and a caller writing again stored it twice. What a retry then
-/// does depends on the write: a stored one is listed by its retry (an append's retry
-/// stores again its messages without ids; a conditional write's is refused as a conflict,
-/// the session changed by the write itself), a deleted one is taken out of the listings.
+/// on a cluster (or by the steps after a delete's script, see
+/// [`deleted`](super::RedisStorage::deleted)), saying that the write itself applied:
+/// alone, a refusal of an index request (`NOREPLICAS` from the index's node: it wrote
+/// nothing) read as if the whole write had been refused, and a caller writing again
+/// stored it twice. What a retry then does depends on the write: a stored one is listed
+/// by its retry (an append's retry stores again its messages without ids; a conditional
+/// write's is refused as a conflict, the session changed by the write itself), a deleted
+/// one is taken out of the listings. A retry is offered only when `err` is retryable: a
+/// refusal that lasts (an index key of another type) fails the retry too, and one short
+/// of replica acknowledgements is not retried, the write it follows having been stored.
 pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion_core::Error {
-    let said = match applied {
-        Applied::Stored => {
+    let said = match (applied, err.is_retryable()) {
+        (Applied::Stored, true) => {
             "the session's write itself was stored, only its index entries may not be: a \
              retry of the write lists it (an append's retry stores again its messages that \
              have no id, and a conditional write's retry is refused as a conflict, its own \
              write having changed the session: read it to see that write)"
         }
-        Applied::Deleted => {
+        (Applied::Stored, false) => {
+            "the session's write itself was stored, only its index entries may not be (or \
+             not on enough replicas), so listings may miss it: read the session before \
+             writing again, since a write sent again applies again (an append stores again \
+             its messages that have no id)"
+        }
+        (Applied::Deleted, true) => {
             "the session itself was deleted, only its index entries may not be taken out \
              yet (listings skip it meanwhile): a retry of the write takes them out"
+        }
+        (Applied::Deleted, false) => {
+            "the session itself was deleted, only its index entries may not be taken out \
+             yet (listings skip it meanwhile)"
         }
     };
     match err {
@@ -51,10 +65,14 @@ mod tests {
     use super::*;
 
     fn refused() -> fusion_core::Error {
+        refusal(true)
+    }
+
+    fn refusal(retryable: bool) -> fusion_core::Error {
         fusion_core::Error::Backend {
             backend: crate::error::BACKEND,
-            message: "truncate of session s1 on key p:ids: NOREPLICAS".to_string(),
-            retryable: true,
+            message: "truncate of session s1 on key p:ids: refused".to_string(),
+            retryable,
             source: None,
         }
     }
@@ -74,5 +92,25 @@ mod tests {
         let stored = stored.to_string();
         assert!(stored.contains("write itself was stored"), "{stored}");
         assert!(stored.contains("refused as a conflict"), "{stored}");
+    }
+
+    /// Found by a review: an index request short of replica acknowledgements after a
+    /// stored write said "not retryable" and, beside it, that "a retry of the write lists
+    /// it"; an index key of another type (refused for good) offered the same retry, which
+    /// fails the same way. A retry is offered only for a retryable error now.
+    #[test]
+    fn a_follow_refused_for_good_offers_no_retry() {
+        for applied in [Applied::Stored, Applied::Deleted] {
+            let err = stored_before(refusal(false), applied);
+            assert!(!err.is_retryable());
+            let shown = err.to_string();
+            assert!(!shown.contains("a retry"), "{shown}");
+            assert!(shown.contains("itself was"), "{shown}");
+        }
+        let stored = stored_before(refusal(false), Applied::Stored).to_string();
+        assert!(
+            stored.contains("read the session before writing again"),
+            "{stored}"
+        );
     }
 }
