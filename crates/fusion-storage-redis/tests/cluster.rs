@@ -321,3 +321,33 @@ async fn an_append_whose_index_requests_fail_after_the_write_says_it_was_stored(
     let contents: Vec<&str> = history.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(contents, ["one", "two"], "the write was stored");
 }
+
+/// Found by a review: a delete whose steps after its script failed (the look-again entry
+/// it leaves in the expiry index, the removals from the listings) answered with that
+/// step's refusal alone, as if the delete had written nothing, though the session was
+/// gone; and the look failing first cancelled the script mid-flight. The script runs to
+/// its end, and the error says the session was deleted.
+#[tokio::test]
+async fn a_delete_whose_steps_after_the_script_fail_says_the_session_was_deleted() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    // The look-again entry refused (it goes beside the script), then the removals.
+    for (id, index) in [("looked", h.expiry_key()), ("removed", h.ids_key())] {
+        storage
+            .append(id, &[ChatMessage::user("one")])
+            .await
+            .unwrap();
+        let refused = with_index_of_another_type(&h, &index, storage.delete(id))
+            .await
+            .expect_err("the index's node refuses the delete's step");
+        let shown = refused.to_string();
+        assert!(shown.contains("wrong type"), "{id}: {shown}");
+        assert!(
+            shown.contains("session itself was deleted"),
+            "{id}: {shown}"
+        );
+        assert!(storage.load(id).await.unwrap().is_empty(), "{id}");
+    }
+}

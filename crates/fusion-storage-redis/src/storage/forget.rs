@@ -12,6 +12,7 @@ use futures::future::{join, try_join};
 use redis::Value;
 
 use super::RedisStorage;
+use super::followed::{Applied, stored_before};
 use super::index::{Gone, IndexWrites, zadd};
 use super::upkeep::within;
 use super::write::evalsha;
@@ -40,7 +41,9 @@ impl RedisStorage {
     /// (or a later delete or prune that takes the entry up, see
     /// [`look_again`](Self::look_again)), also for a session with an expiry entry, which
     /// may come due only years later. On
-    /// one server only the script, which kept the indexes. Returns the script's reply.
+    /// one server only the script, which kept the indexes. Returns the script's reply;
+    /// an error after the script says the session was deleted (see
+    /// [`stored_before`](super::followed::stored_before)).
     pub(super) async fn deleted<T>(
         &self,
         name: &'static str,
@@ -54,7 +57,14 @@ impl RedisStorage {
         let token = scripts::claim_token();
         let ids = [id.to_string()];
         let look = self.look_again(name, &token, &ids);
-        let (reply, (marks, taken)) = try_join(script, look).await?;
+        // Side by side, but each to its end: the script may have deleted the session when
+        // the look fails, and cancelled mid-flight it would leave its own work (its
+        // replicas' `WAIT`, the repair after a lost reply) undone and its answer unheard.
+        let (reply, look) = join(script, look).await;
+        let reply = reply?;
+        // From here the session is gone (or was already): an error says so, not that the
+        // delete wrote nothing.
+        let (marks, taken) = look.map_err(|err| stored_before(err, Applied::Deleted))?;
         let (owner, had_expiry) = gone(&reply);
         let owner = owner.as_deref();
         let gone = Gone {
@@ -68,7 +78,7 @@ impl RedisStorage {
         let gone = [gone];
         let own = self.forget(name, &gone, &members, &marks, &token);
         let ((), own) = join(self.finish_taken(name, &taken, &token), own).await;
-        own?;
+        own.map_err(|err| stored_before(err, Applied::Deleted))?;
         Ok(reply)
     }
 

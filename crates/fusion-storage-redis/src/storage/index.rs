@@ -74,8 +74,8 @@ impl RedisStorage {
         let owner = written.owner.as_deref();
         let Some(updated) = &written.updated else {
             let gone = |_: &()| (written.owner.clone(), written.due.is_some());
-            let deleted = self.deleted(op.name, id, async { Ok(()) }, gone).await;
-            return deleted.map_err(|err| stored_before(err, Applied::Deleted));
+            // `deleted` says of its errors that the session was deleted.
+            return self.deleted(op.name, id, async { Ok(()) }, gone).await;
         };
         let mut writes = IndexWrites::new();
         for scope in [Some(Scope::All), owner.map(Scope::Owner)]
