@@ -57,6 +57,25 @@ macro_rules! stored_micros {
 }
 pub(crate) use stored_micros;
 
+/// SQL: a write's condition on the row it changes (columns prefixed by `$p`, e.g.
+/// `"cur."` or `""`): true when its `created_at` and `updated_at` are times a session can
+/// have, and otherwise the statement's failure (converting them as [`micros!`] does):
+/// `crate::meta::damaged_time` then makes that `Error::Corrupt` naming the column, as
+/// every read reports it, where a write that went on would keep the damage (`greatest`
+/// keeps an infinite `updated_at`) with nothing to say so.
+macro_rules! times_hold {
+    ($p:literal) => {
+        concat!(
+            "(",
+            $crate::expiry::micros!(concat!($p, "created_at")),
+            " IS NOT NULL AND ",
+            $crate::expiry::micros!(concat!($p, "updated_at")),
+            " IS NOT NULL)"
+        )
+    };
+}
+pub(crate) use times_hold;
+
 /// SQL: the server's clock in microseconds: `now()`, the start of the transaction.
 macro_rules! now_us {
     () => {

@@ -114,8 +114,9 @@ fn bad_time(id: &str, what: &str) -> Error {
     )
 }
 
-/// After a statement on session `id` failed converting a time to microseconds (a write
-/// moving `updated_at` or an idle expiry, a conditional write's check): the
+/// After a statement on session `id` failed converting a time to microseconds (every
+/// write's condition, `crate::expiry::times_hold!`; an idle expiry moved, a conditional
+/// write's check): the
 /// [`Error::Corrupt`] naming the column, when the session's `created_at` or `updated_at`
 /// holds no time a session can have (a hand edit); `None` when neither does (or the look
 /// fails), and the statement's own error stands. One key lookup, on failure only.

@@ -66,7 +66,7 @@
 //! What the window costs is measured in the crate docs (`lib.rs`, "Exactly once"). A
 //! batch without ids runs [`APPEND`], which reads and writes nothing of it.
 
-use crate::expiry::{expired, expires_at, given_or_now, micros, now_us, unexpired};
+use crate::expiry::{expired, expires_at, given_or_now, micros, now_us, times_hold, unexpired};
 
 mod rows;
 
@@ -111,6 +111,8 @@ macro_rules! append {
             " WHERE ",
             $only_create,
             unexpired!("cur."),
+            " AND ",
+            times_hold!("cur."),
             $check,
             " RETURNING message_count, generation \
             ), inserted AS ( \
@@ -269,6 +271,8 @@ pub(crate) const APPEND_CHECKED: &str = concat!(
     expires_at!("greatest(updated_at, now())", "expires_at", "expiry_idle"),
     " END WHERE id = $1 AND generation = $5 AND message_count = $6 AND ",
     unexpired!(""),
+    " AND ",
+    times_hold!(""),
     " RETURNING message_count, generation \
     ), inserted AS ( \
         INSERT INTO messages (session_id, seq, body) \
@@ -304,6 +308,8 @@ pub(crate) const SAVE_SESSION: &str = concat!(
     ),
     " END WHERE NOT $4 AND ",
     unexpired!("cur."),
+    " AND ",
+    times_hold!("cur."),
     " RETURNING generation"
 );
 
@@ -331,6 +337,8 @@ pub(crate) const TRUNCATE_SESSION: &str = concat!(
     expires_at!("greatest(updated_at, now())", "expires_at", "expiry_idle"),
     " WHERE id = $1 AND message_count > $2 AND ",
     unexpired!(""),
+    " AND ",
+    times_hold!(""),
     " RETURNING generation"
 );
 

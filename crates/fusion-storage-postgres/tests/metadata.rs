@@ -9,7 +9,7 @@ use fusion_core::testkit::StorageHarness;
 use std::time::Duration;
 
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MAX_DATA_BYTES, MetaUpdate, Revision,
+    Change, ChatMessage, ConversationStorage, Error, Expect, MAX_DATA_BYTES, MetaUpdate,
     SessionMeta, SessionOrder, SessionQuery,
 };
 use serde_json::json;
@@ -223,63 +223,88 @@ async fn damaged_tags_data_or_times_are_corrupt_and_name_their_session() {
     assert_eq!(repaired.meta, SessionMeta::new().owner("o"));
 }
 
-/// A write that moves a damaged `updated_at` (infinity, or past `int8` microseconds)
-/// converts it to microseconds (an idle expiry counted from it, a conditional write's
-/// check): it is `Error::Corrupt` naming the session and the column, and writes nothing.
+/// A write to a session whose `created_at` or `updated_at` holds no time a session can
+/// have (infinity, or past `int8` microseconds: a hand edit) is `Error::Corrupt` naming
+/// the session and the column, and writes nothing, as `session_info` reports it: whether
+/// the write converts that time (an idle expiry counted from it, a conditional write's
+/// check) or not (a plain append, which kept an infinite `updated_at`).
 #[tokio::test]
-async fn writes_to_a_session_whose_updated_at_is_damaged_are_corrupt_and_write_nothing() {
+async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothing() {
     let Some(harness) = harness().await else {
         return;
     };
     let storage = harness.open().await.unwrap();
     let idle = SessionMeta::new().expiry(fusion_core::Expiry::Idle(Duration::from_secs(3600)));
     let history = [ChatMessage::user("a"), ChatMessage::user("b")];
-    storage
-        .create_session("damaged", &idle, &history)
-        .await
-        .unwrap();
     let mut raw = harness.raw().await;
-    // Found by a review: each failed with a backend error naming no session.
-    for value in ["'infinity'", "'294260-01-01 00:00:00+00'"] {
-        let damage = format!("UPDATE sessions SET updated_at = {value} WHERE id = 'damaged'");
-        sqlx::query(&damage).execute(&mut raw).await.unwrap();
-        let before = snapshot(&mut raw).await;
-        let more = [ChatMessage::user("c")];
-        let since = Expect::UnwrittenSince {
-            revision: Revision::ABSENT,
-            since: std::time::SystemTime::now(),
-        };
-        let writes: [(&str, fusion_core::Result<()>); 5] = [
-            ("append", storage.append("damaged", &more).await),
-            ("truncate", storage.truncate("damaged", 1).await),
-            ("save", storage.save("damaged", &more).await),
-            (
-                "write_if",
-                storage
-                    .write_if("damaged", Expect::Generation(1), Change::Append(&more))
-                    .await
-                    .map(drop),
-            ),
-            (
-                "write_if since",
-                storage
-                    .write_if("damaged", since, Change::Truncate(1))
-                    .await
-                    .map(drop),
-            ),
-        ];
-        for (what, result) in writes {
-            let err = result.unwrap_err();
-            assert!(
-                matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
-                "{value}, {what}: {err:?}"
+    let damages = [
+        // Found by a review: each failed with a backend error naming no session.
+        ("updated_at", "'infinity'"),
+        ("updated_at", "'294260-01-01 00:00:00+00'"),
+        // Found by a review: without an idle expiry, a plain append (and a save or
+        // truncate) succeeded and kept the damage; nothing checked `created_at`.
+        ("created_at", "'infinity'"),
+        ("created_at", "'-infinity'"),
+        ("created_at", "'294260-01-01 00:00:00+00'"),
+    ];
+    for meta in [&idle, &SessionMeta::new()] {
+        for (column, value) in damages {
+            storage.delete("damaged").await.unwrap();
+            storage
+                .create_session("damaged", meta, &history)
+                .await
+                .unwrap();
+            let (_, revision) = storage.load_revision("damaged").await.unwrap();
+            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
+            sqlx::query(&damage).execute(&mut raw).await.unwrap();
+            let before = snapshot(&mut raw).await;
+            let more = [ChatMessage::user("c")];
+            let since = Expect::UnwrittenSince {
+                revision,
+                since: std::time::SystemTime::now(),
+            };
+            let generation = Expect::Generation(revision.generation);
+            let writes: [(&str, fusion_core::Result<()>); 6] = [
+                ("append", storage.append("damaged", &more).await),
+                ("truncate", storage.truncate("damaged", 1).await),
+                ("save", storage.save("damaged", &more).await),
+                (
+                    "write_if",
+                    storage
+                        .write_if("damaged", generation, Change::Append(&more))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "write_if save",
+                    storage
+                        .write_if("damaged", generation, Change::Replace(&more))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "write_if since",
+                    storage
+                        .write_if("damaged", since, Change::Truncate(1))
+                        .await
+                        .map(drop),
+                ),
+            ];
+            for (what, result) in writes {
+                let err = result.unwrap_err();
+                assert!(
+                    matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
+                    "{column} = {value}, {what}: {err:?}"
+                );
+                assert!(err.to_string().contains(column), "{what}: {err}");
+            }
+            assert_eq!(
+                snapshot(&mut raw).await,
+                before,
+                "{column} = {value}: something was written"
             );
-            assert!(err.to_string().contains("updated_at"), "{what}: {err}");
+            // The messages still load, and a delete clears the session.
+            assert_eq!(storage.load("damaged").await.unwrap().len(), 2);
         }
-        assert_eq!(
-            snapshot(&mut raw).await,
-            before,
-            "{value}: something was written"
-        );
     }
 }
