@@ -132,7 +132,7 @@ impl Index {
                     // for removed with the index only if the index's directory is another
                     // one now: the replaced one has no name either once the snapshot that
                     // kept it is gone.
-                    let removed = match self.lives.in_place() {
+                    let removed = match self.lives.in_place()? {
                         Some(in_place) => !in_place,
                         None => live::is_removed(&file) && !self.same_root(handles.root.as_ref()),
                     };
@@ -314,7 +314,7 @@ mod tests {
         // Every line finishes its journal: the instance writes none when it takes the lock.
         idle.limits.0 = 1;
         let _ = idle.record("a", Change::Create, i64::MIN, false).unwrap();
-        assert_eq!(idle.lives.in_place(), None);
+        assert_eq!(idle.lives.in_place().unwrap(), None);
         // A snapshot links the lock file the idle instance keeps, another instance copies
         // it, and the snapshot goes: the kept file has no name left.
         fs::hard_link(idle.root().join(LOCK), snapshot.path().join(LOCK)).unwrap();
@@ -333,7 +333,7 @@ mod tests {
         let mut idle = Index::new(dir.path());
         idle.limits.0 = 1;
         let _ = idle.record("a", Change::Create, i64::MIN, false).unwrap();
-        assert_eq!(idle.lives.in_place(), None);
+        assert_eq!(idle.lives.in_place().unwrap(), None);
         // Removed, and made anew by another instance: the idle instance's journals, which
         // held `a`, went with it.
         fs::remove_dir_all(idle.root()).unwrap();

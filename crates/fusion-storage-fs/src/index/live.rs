@@ -94,7 +94,7 @@ impl Lives {
         // Before the journal is looked at: a failing `line` must not take in a finding
         // (the journal removed) that only this write's success reports.
         let line = line(t)?;
-        let found = slot.as_mut().map(|live| live.check_since(t));
+        let found = slot.as_mut().map(|live| live.check_since(t)).transpose()?;
         let removed = found == Some(JournalStatus::Removed);
         if removed {
             // Kept until a write succeeds: one failing past here must not drop it.
@@ -151,6 +151,7 @@ impl Lives {
         // Before the journal is looked at, as in `append`.
         let line = line(recorded)?;
         let found = dated.as_mut().map(|(live, _)| live.check_since(recorded));
+        let found = found.transpose()?;
         let removed = found == Some(JournalStatus::Removed);
         if removed {
             // Kept until a write succeeds, as in `append`.
@@ -233,25 +234,25 @@ impl Lives {
     /// Whether every journal this instance writes is still where it was created: not so
     /// once the index was removed (and maybe built anew); `None` when it writes none.
     /// Takes each slot in turn.
-    pub(crate) fn in_place(&self) -> Option<bool> {
+    pub(crate) fn in_place(&self) -> Result<Option<bool>> {
         let mut found = None;
         for slot in &self.slots {
             let slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(live) = slot.as_ref() {
-                if !live.is_in_place() {
-                    return Some(false);
+                if live.look()? == JournalStatus::Removed {
+                    return Ok(Some(false));
                 }
                 found = Some(true);
             }
         }
         let dated = self.dated.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((live, _)) = dated.as_ref() {
-            if !live.is_in_place() {
-                return Some(false);
+            if live.look()? == JournalStatus::Removed {
+                return Ok(Some(false));
             }
             found = Some(true);
         }
-        found
+        Ok(found)
     }
 
     /// Runs this instance's clock `by` ahead of the real one, as another host's may.
@@ -324,30 +325,19 @@ impl Live {
 
     /// Whether the file is no longer where it was made (removed with the index, by hand,
     /// or moved away with its directory, a copy in its place) or has other names too, as
-    /// found at `now` if it was last checked [`RECHECK_US`] before;
-    /// [`JournalStatus::InPlace`] otherwise.
-    fn check_since(&mut self, now: i64) -> JournalStatus {
+    /// found at `now` if it was last checked [`RECHECK_US`] before (a `stat` that fails
+    /// is an error, and the next write looks again); [`JournalStatus::InPlace`] otherwise.
+    fn check_since(&mut self, now: i64) -> Result<JournalStatus> {
         if now.saturating_sub(self.checked_us) < RECHECK_US {
-            return JournalStatus::InPlace;
+            return Ok(JournalStatus::InPlace);
         }
-        self.checked_us = now;
-        self.look()
+        self.look().inspect(|_| self.checked_us = now)
     }
 
     /// Whether the journal's path still names it (one `stat`, as the file's own `fstat`
     /// would cost, which cannot tell a journal moved away with its directory).
-    fn look(&self) -> JournalStatus {
-        match fs::metadata(&self.path) {
-            Ok(named) if !super::links::same_file(&named, &self.held) => JournalStatus::Removed,
-            Ok(named) if crate::own_file::is_shared(&named) => JournalStatus::Shared,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => JournalStatus::Removed,
-            _ => JournalStatus::InPlace,
-        }
-    }
-
-    /// Whether the journal's path still names it.
-    fn is_in_place(&self) -> bool {
-        self.look() != JournalStatus::Removed
+    fn look(&self) -> Result<JournalStatus> {
+        status(fs::metadata(&self.path), &self.held).at(&self.path)
     }
 
     /// Writes `line` (stamped later than every line before it) after the last one.
@@ -373,6 +363,20 @@ enum JournalStatus {
     InPlace,
     Removed,
     Shared,
+}
+
+/// What a `stat` of a journal's path says of the journal `held`: any failure but no file
+/// or directory there (no permission, EIO) is returned, as a removal it hid would go unseen.
+fn status(named: io::Result<fs::Metadata>, held: &fs::Metadata) -> io::Result<JournalStatus> {
+    match named {
+        Ok(named) if !super::links::same_file(&named, held) => Ok(JournalStatus::Removed),
+        Ok(named) if crate::own_file::is_shared(&named) => Ok(JournalStatus::Shared),
+        Ok(_) => Ok(JournalStatus::InPlace),
+        Err(err) => match err.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => Ok(JournalStatus::Removed),
+            _ => Err(err),
+        },
+    }
 }
 
 /// Whether the open `file` no longer has a name in any directory.
@@ -488,4 +492,24 @@ fn complete_end_of(file: &File, len: u64) -> io::Result<u64> {
         from = start;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_whose_path_cannot_be_looked_at_is_an_error_not_in_place() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let held = file.as_file().metadata().unwrap();
+        let kind = |err: io::ErrorKind| status(Err(io::Error::from(err)), &held);
+        for unknown in [io::ErrorKind::PermissionDenied, io::ErrorKind::Other] {
+            assert_eq!(kind(unknown).unwrap_err().kind(), unknown);
+        }
+        for gone in [io::ErrorKind::NotFound, io::ErrorKind::NotADirectory] {
+            assert_eq!(kind(gone).unwrap(), JournalStatus::Removed);
+        }
+        let named = fs::metadata(file.path());
+        assert_eq!(status(named, &held).unwrap(), JournalStatus::InPlace);
+    }
 }

@@ -313,6 +313,26 @@ mod tests {
     }
 
     #[test]
+    fn a_journal_whose_directory_became_a_file_is_taken_for_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::new(dir.path());
+        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert!(index.is_built());
+        // The journals' directory moved aside by hand and a file put in its place: the
+        // journal's path fails "not a directory", and names no journal.
+        let live = index.root().join(super::super::live::LIVE_DIR);
+        fs::rename(&live, dir.path().join("moved-aside")).unwrap();
+        fs::write(&live, b"").unwrap();
+        index.run_clock_ahead(Duration::from_secs(2));
+        // Taken for in place, its line would go to the moved journal, read by nobody.
+        assert!(index.record("a", Change::Write, a.t + 1, false).is_err());
+        fs::remove_file(&live).unwrap();
+        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
+        assert!(written.t > a.t);
+        assert!(!index.is_built(), "the removed journal went unreported");
+    }
+
+    #[test]
     fn a_deletion_that_finds_its_journal_removed_marks_the_index_for_a_rebuild() {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::new(dir.path());
