@@ -546,6 +546,31 @@ async fn a_journal_a_power_loss_left_zero_filled_is_rebuilt_from_the_sessions() 
     assert!(journal.exists(), "not rebuilt");
 }
 
+/// Found by a review: the journals' directory removed by hand while no instance was open
+/// took the only lines of the sessions written since the last fold, and the index, built,
+/// listed them by id but never newest first until `rebuild_index`.
+#[tokio::test]
+async fn sessions_whose_journals_were_removed_while_no_instance_was_open_are_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stopped = FileSystemStorage::new(tmp.path());
+    for id in ["a", "b", "c"] {
+        stopped.append(id, &said(id)).await.unwrap();
+    }
+    drop(stopped);
+    std::fs::remove_dir_all(tmp.path().join(".fusion-index").join("live")).unwrap();
+    let storage = FileSystemStorage::new(tmp.path());
+    assert_eq!(
+        all_pages(&storage, SessionQuery::new().limit(2)).await,
+        ["c", "b", "a"]
+    );
+    // Rebuilt once: the index made anew has the directory, and writes on.
+    storage.append("a", &said("again")).await.unwrap();
+    assert_eq!(
+        all_pages(&storage, SessionQuery::new()).await,
+        ["a", "c", "b"]
+    );
+}
+
 #[tokio::test]
 async fn writes_after_the_index_is_lost_under_a_running_instance_are_listed() {
     // Removed by a person, the index as the docs say it may be, or the whole directory.

@@ -289,10 +289,7 @@ impl Live {
     /// A new journal in `root/live`, locked, and how many journals the directory then
     /// holds (a crowd of them, from many short-lived processes, calls for a compaction).
     pub(crate) fn create(root: &Path) -> Result<(Self, usize)> {
-        let dir = root.join(LIVE_DIR);
-        own_dirs::check(root, &dir)?.refuse_links(None)?; // Not made through a link.
-        // Synced whatever the policy: a delete's line is fsynced into a journal here.
-        crate::dirs::create(&dir, true)?;
+        let dir = make_dir(root)?;
         let (file, path) = loop {
             let name = format!("{:016x}", new_generation());
             let hidden = dir.join(format!(".{name}"));
@@ -355,6 +352,13 @@ impl Live {
         self.len += line.len() as u64;
         Ok(())
     }
+}
+
+/// Makes `root/live` if missing, not through a link, synced (delete lines are fsynced in).
+pub(crate) fn make_dir(root: &Path) -> Result<PathBuf> {
+    let dir = root.join(LIVE_DIR);
+    own_dirs::check(root, &dir)?.refuse_links(None)?;
+    crate::dirs::create(&dir, true).map(|()| dir)
 }
 
 /// What [`Live::check_since`] found of a journal.

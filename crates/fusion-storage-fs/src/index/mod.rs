@@ -264,11 +264,16 @@ impl Index {
             let Some(state) = state.filter(|s| s.built) else {
                 return Ok(None);
             };
+            let live = live::list(&self.root)?;
+            // Made with every built index and kept by folds: missing, it was removed by
+            // hand, with what its journals held that the compacted one does not.
+            let live_lost = live.is_empty() && !self.root.join(live::LIVE_DIR).is_dir();
             Ok(Some(Snapshot {
                 root: self.root.clone(),
                 state,
                 journal: self.open_read(JOURNAL)?,
-                live: live::list(&self.root)?,
+                live,
+                live_lost,
                 ids: self.open_read(IDS)?,
                 ids_log: self.open_read(IDS_LOG)?,
             }))
@@ -326,6 +331,8 @@ impl Index {
             None => {}
         }
         if head.is_empty() && !self.has_sessions()? {
+            // A built index has its journals' directory (see `Snapshot::is_damaged`).
+            live::make_dir(&self.root)?;
             let state = State {
                 built: true,
                 epoch: new_generation(),

@@ -25,14 +25,21 @@ pub(crate) struct Snapshot {
     pub(super) state: State,
     pub(super) journal: Option<File>,
     pub(super) live: Vec<Found>,
+    /// Whether the live journals' directory is missing (see [`Snapshot::is_damaged`]).
+    pub(super) live_lost: bool,
     pub(super) ids: Option<File>,
     pub(super) ids_log: Option<File>,
 }
 
 impl Snapshot {
-    /// Whether a file is shorter than the state says: the index was damaged (or files
-    /// were removed by hand) and must be rebuilt.
+    /// Whether a file is shorter than the state says, or the live journals' directory,
+    /// which every built index has, is missing: the index was damaged (or files were
+    /// removed by hand; `live/` with the lines no fold took yet, whose sessions a listing
+    /// newest first would leave out) and must be rebuilt.
     pub(crate) fn is_damaged(&self) -> bool {
+        if self.live_lost {
+            return true;
+        }
         let short = |file: &Option<File>, len: u64| match file {
             None => len > 0,
             Some(file) => file.metadata().map_or(true, |m| m.len() < len),

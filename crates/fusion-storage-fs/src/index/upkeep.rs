@@ -123,8 +123,10 @@ impl Index {
             return Ok(());
         }
         // Writes from now on go to journals in this index, which the build reads, rather
-        // than to files of a removed one.
+        // than to files of a removed one. A built index has their directory (see
+        // `Snapshot::is_damaged`).
         self.lives.restart();
+        live::make_dir(&self.root)?;
         let mut records = scan()?;
         records.sort_unstable();
         records.dedup();
