@@ -157,10 +157,16 @@ impl EncryptionLayer {
     /// these keys (same id, same bytes), which would hand it every message decrypted, it is
     /// refused at its read with [`Error::Config`](fusion_core::Error::Config), nothing
     /// written. That takes the layer's read to run while the rekey polls its own, as with
-    /// every bundled layer: a user-written layer in between that runs the read on another
-    /// task or thread hides it, and then only a layer holding the current key refuses the
-    /// write (see [`new`](Self::new)); one holding only older keys seals every message a
-    /// second time.
+    /// every bundled layer: the rekey marks its read on the thread that polls it, for the
+    /// length of each poll, and that mark is all there is to go by (messages read
+    /// decrypted look like the clear text of a store written before encryption, and the
+    /// storage trait names no layers). So a
+    /// user-written layer in between that runs the read on another task or thread (it
+    /// spawns it), or shares one read between callers (the mark is then the first caller's),
+    /// hides it, and then only a layer holding the current key refuses the write (see
+    /// [`new`](Self::new)); one holding only older keys seals every message a second time.
+    /// The other way round, any read through such a layer that the storage given here
+    /// polls inside its own read is refused too, whoever it is for.
     ///
     /// The session is replaced only if it did not change since it was read (its generation
     /// and length); a session that keeps changing is read again a few times, then the
@@ -187,7 +193,11 @@ impl EncryptionLayer {
     /// What [`rekey_store`](Self::rekey_store) would do, writing nothing: the same counts
     /// (`rewritten` = sessions it would rewrite), after decrypting every message it would
     /// re-encrypt, so a key that is not loaded, an altered message or the storage through
-    /// the layer in place of the one under it fails here as it would there.
+    /// the layer in place of the one under it fails here as it would there. One exception:
+    /// where a layer in between hides the read from that refusal (see
+    /// [`rekey_session`](Self::rekey_session)), a real run meets at most the refusal of its
+    /// write (by a layer holding the current key), which a dry run does not make: the dry
+    /// run passes, counting every message as clear text to encrypt.
     pub async fn rekey_store_dry_run(&self, storage: &dyn ConversationStorage) -> Result<Rekeyed> {
         rekey::rekey_store(&self.codec, storage, Mode::DryRun).await
     }

@@ -20,6 +20,15 @@
 //! or its absence is the first caller's). There a dry run counts every message as clear
 //! text, and a real run's write is refused only by a layer holding the rekey's current
 //! key (the own-stored-form check): one holding only older keys seals every message again.
+//! And what it sees beyond the rekey's read: a read through such a layer that the storage
+//! given to the rekey itself polls inside its read (for another purpose) is refused too.
+//!
+//! Nothing sounder is at hand. What a read returns cannot tell the two storages apart
+//! (messages read decrypted are what the storage under the layer returns for a session
+//! written in clear text before encryption was turned on); a tokio task-local is lost across a spawn as a thread-local is, and binds the
+//! layer to one runtime; and the write cannot be checked instead, since the write a rekey
+//! makes through a layer holding only older keys is, to that layer, an ordinary write of
+//! text that happens to look encrypted (a layer with keys stores such text, sealed).
 
 use std::cell::Cell;
 use std::future::Future;
