@@ -2,8 +2,8 @@
 //! `functions.read_file:0` and its chat template renders those ids as the headers of the
 //! calls the model reads, so servers running K2 natively need them unchanged), and in a
 //! form every server takes with `OpenAiConfig::portable_call_ids(true)` (Anthropic's
-//! OpenAI-compatible endpoint refuses anything outside `[a-zA-Z0-9_-]`). An endpoint
-//! refusing a stored id says to turn that option on.
+//! OpenAI-compatible endpoint refuses anything outside `[a-zA-Z0-9_-]`, Mistral's anything
+//! but 9 letters and digits). An endpoint refusing a stored id says to turn that option on.
 
 use std::borrow::Cow;
 
@@ -28,6 +28,29 @@ fn ids(request: &Value) -> Vec<String> {
         }
     }
     ids
+}
+
+/// Whether `id` has the form of Mistral's ids: exactly 9 of `[a-zA-Z0-9]`.
+fn mistral_form(id: &str) -> bool {
+    id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// A server that refuses ids as Mistral's endpoint does (and vLLM or mlx serving a
+/// Mistral chat template), else answers "ok".
+async fn mistral_like() -> MockLlmServer {
+    MockLlmServer::start_with(|request| {
+        match ids(request).into_iter().find(|id| !mistral_form(id)) {
+            None => MockReply::text("ok"),
+            Some(id) => MockReply::Raw {
+                status: 400,
+                body: json!({"object": "error", "message": format!("Tool call id was {id} but \
+                    must be a-z, A-Z, 0-9, with a length of 9."), "type": "invalid_function_call",
+                    "param": null, "code": "3280"})
+                .to_string(),
+            },
+        }
+    })
+    .await
 }
 
 /// A server that refuses ids as Anthropic's endpoint does, else answers "ok".
@@ -155,7 +178,49 @@ async fn a_refused_id_says_to_send_portable_ids_and_they_are_taken() {
         for request in &server.requests()[refused..] {
             let sent = ids(request);
             assert_eq!(sent[0], sent[1], "a call and its result carry one id");
-            assert!(sent[0].starts_with("functions_read_file_0_"), "{sent:?}");
+            assert!(mistral_form(&sent[0]), "{sent:?}");
+        }
+    }
+}
+
+/// Found by a review: Mistral's endpoint takes only ids of 9 letters and digits, and
+/// portable ids kept OpenAI's `call_...` as they were and wrote others as
+/// `functions_read_file_0_<hash>`, so a session begun with another provider (or a reply
+/// whose ids Fusion replaced, `call_fusion_...`) failed every request to Mistral even with
+/// portable ids on. Portable ids have Mistral's form now, and its own ids go unchanged.
+#[tokio::test]
+async fn portable_ids_are_taken_by_mistral() {
+    let server = mistral_like().await;
+    let (openai, native) = ("call_Ab12Cd34Ef56Gh78Ij90Kl12", "aB3dE5gH7");
+    let mut messages = history();
+    messages.push(ChatMessage::assistant_with_tool_calls(
+        "",
+        vec![
+            ToolCall::new(openai, "read_file", "{}"),
+            ToolCall::new(native, "read_file", "{}"),
+        ],
+    ));
+    messages.push(ChatMessage::tool_result(openai, "a"));
+    messages.push(ChatMessage::tool_result(native, "b"));
+    for stream in [false, true] {
+        // OpenAI's ids alone, which other servers take, get the hint from Mistral too.
+        for answer in ask(&client(&server, false, stream), &messages[3..]).await {
+            let error = answer.unwrap_err();
+            assert!(error.contains(&format!("was {openai} but")), "{error}");
+            assert!(error.contains("FUSION_PORTABLE_CALL_IDS"), "{error}");
+        }
+        let refused = server.request_count();
+        for answer in ask(&client(&server, true, stream), &messages).await {
+            assert_eq!(answer.as_deref(), Ok("ok"));
+        }
+        for request in &server.requests()[refused..] {
+            let sent = ids(request);
+            assert_eq!(sent.len(), 6);
+            assert_eq!(sent[0], sent[1], "a call and its result carry one id");
+            assert_eq!((&sent[2], &sent[3]), (&sent[4], &sent[5]));
+            assert_eq!(sent[3], native);
+            assert!(sent.iter().all(|id| mistral_form(id)), "{sent:?}");
+            assert_ne!(sent[0], sent[2]);
         }
     }
 }

@@ -7,7 +7,7 @@
 use fusion_core::Error;
 use reqwest::StatusCode;
 
-use super::sendable::{CallIds, allowed, sendable_call_id};
+use super::sendable::{CallIds, allowed, sendable_call_id, taken_but_by_mistral};
 use crate::llm::ChatRequest;
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
@@ -108,12 +108,13 @@ fn names_a_call_id(text: &str) -> bool {
 }
 
 /// `error` with what to do added when it is a 400 or 422 naming a tool call's id, sent
-/// as stored (`ids`), and `request`'s history holds an id
-/// [`portable_call_ids`](super::OpenAiConfig::portable_call_ids) would send otherwise
-/// (`functions.read_file:0` as Kimi models write them, one past 40 characters): every
-/// later request of the session would be refused the same, and only that option mends it.
-/// A refusal quoting ids of the history is hinted only when one it quotes is such an id
-/// (the one then shown): a refusal about a portable id is about something else.
+/// as stored (`ids`), and `request`'s history holds an id the server may refuse for its
+/// form (`functions.read_file:0` as Kimi models write them, one past 40 characters, and,
+/// when the refusal states Mistral's rule of 9 letters and digits, any other): every later
+/// request of the session would be refused the same, and only
+/// [`portable_call_ids`](super::OpenAiConfig::portable_call_ids) mends it. A refusal
+/// quoting ids of the history is hinted only when one it quotes is such an id (the one
+/// then shown): a refusal about an id of a form the server takes is about something else.
 pub(super) fn explain_refused_call_ids(
     error: Error,
     request: &ChatRequest<'_>,
@@ -136,7 +137,17 @@ pub(super) fn explain_refused_call_ids(
             ids.chain(m.tool_call_id.as_deref())
         })
         .collect();
-    let portable = |id: &str| sendable_call_id(id) == id;
+    // Mistral's refusal states its rule ("must be a-z, A-Z, 0-9, with a length of 9"),
+    // under which only a portable id is taken; other servers take OpenAI's `call_...`,
+    // which OpenAI's own refusals quote for other reasons (a call left unanswered).
+    let mistral_rule = message.contains("length of 9");
+    let portable = |id: &str| {
+        if mistral_rule {
+            sendable_call_id(id) == id
+        } else {
+            taken_but_by_mistral(id)
+        }
+    };
     let unportable = || stored.iter().copied().filter(|id| !portable(id));
     // A refusal quoting the history's ids is about those: hinted only when one of them
     // is not portable (OpenAI's "tool_call_ids did not have response messages: call_x"
@@ -344,6 +355,16 @@ mod tests {
         assert!(!hinted(said(anthropic), &portable, CallIds::AsStored));
         assert!(!hinted(said(anthropic), &kimi, CallIds::Portable));
         assert!(!hinted(said(other), &kimi, CallIds::AsStored));
+        // Mistral's rule refuses OpenAI's ids too, which other servers take.
+        let mistral = r#"{"object":"error","message":"Tool call id was call_Ab12Cd34Ef56 but must be a-z, A-Z, 0-9, with a length of 9.","type":"invalid_function_call","param":null,"code":"3280"}"#;
+        let openai_ids = history("call_Ab12Cd34Ef56");
+        assert!(hinted(said(mistral), &openai_ids, CallIds::AsStored));
+        assert!(!hinted(
+            said(mistral),
+            &history("aB3dE5gH7"),
+            CallIds::AsStored
+        ));
+        assert!(!hinted(said(anthropic), &openai_ids, CallIds::AsStored));
         let not_a_400 = refusal(StatusCode::BAD_GATEWAY, "tool_use.id");
         let kept = explain_refused_call_ids(not_a_400, &request(&kimi), CallIds::AsStored);
         assert!(!kept.to_string().contains("portable_call_ids"), "{kept}");

@@ -398,14 +398,12 @@ mod tests {
         )
         .unwrap();
         let calls = &body["messages"][0]["tool_calls"];
-        let id = calls[0]["id"].as_str().unwrap();
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        );
-        assert_eq!(body["messages"][1]["tool_call_id"], json!(id));
-        assert_eq!(calls[1]["id"], json!("call_1"));
-        assert_eq!(body["messages"][2]["tool_call_id"], json!("call_1"));
+        for (call, result) in [(0, 1), (1, 2)] {
+            let id = calls[call]["id"].as_str().unwrap();
+            assert!(id.len() == 9 && id.chars().all(|c| c.is_ascii_alphanumeric()));
+            assert_eq!(body["messages"][result]["tool_call_id"], json!(id));
+        }
+        assert_ne!(calls[0]["id"], calls[1]["id"]);
         let made_up = calls[0]["function"]["name"].as_str().unwrap();
         assert_ne!(made_up, "functions_read_file");
         assert_eq!(calls[1]["function"]["name"], json!("functions_read_file"));

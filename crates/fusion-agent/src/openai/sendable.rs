@@ -3,17 +3,19 @@
 //!
 //! OpenAI checks the names of the calls in the history (`^[a-zA-Z0-9_-]{1,64}$`), a
 //! message's participant name likewise, and the calls' ids (at most 40 characters);
-//! Anthropic's OpenAI-compatible endpoint takes only ids of `^[a-zA-Z0-9_-]+$`. One stored
-//! value outside those made every later request of the session fail, so it is sent
-//! replaced, and only on the wire.
+//! Anthropic's OpenAI-compatible endpoint takes only ids of `^[a-zA-Z0-9_-]+$`, and
+//! Mistral's only ids of exactly 9 characters of `[a-zA-Z0-9]`. One stored value outside
+//! those made every later request of the session fail, so it is sent replaced, and only
+//! on the wire.
 //!
-//! A tool call's name and id are replaced by a readable part of them followed by a hash
-//! of the whole ([`with_hash`]): two names that only differ in what is replaced
-//! (`read.file`, `read file`) stay two, and a made-up name never turns into a real
-//! tool's (`functions.read_file` is not sent as `functions_read_file`, a name a tool may
-//! have), so the model never sees a call of one tool that was a call of another. The
-//! mapping is a function of the value alone, so a call and its result carry the same id
-//! in every request, and the encoded prefix of a conversation stays valid.
+//! A tool call's name is replaced by a readable part of it followed by a hash of the
+//! whole ([`with_hash`]): two names that only differ in what is replaced (`read.file`,
+//! `read file`) stay two, and a made-up name never turns into a real tool's
+//! (`functions.read_file` is not sent as `functions_read_file`, a name a tool may have),
+//! so the model never sees a call of one tool that was a call of another. An id is
+//! replaced by 9 letters and digits of a hash of it ([`sendable_call_id`]). Either mapping
+//! is a function of the value alone, so a call and its result carry the same id in every
+//! request, and the encoded prefix of a conversation stays valid.
 //!
 //! Ids are replaced only when the client asks for it ([`CallIds`]): some models read
 //! them (Kimi K2's are its calls' headers), so by default they go as stored.
@@ -31,11 +33,13 @@ const MAX_NAME_CHARS: usize = 64;
 /// Expected a string with maximum length 40", a 400).
 const MAX_ID_CHARS: usize = 40;
 
+/// How many characters a tool-call id Mistral takes has, all of `[a-zA-Z0-9]` ("Tool call
+/// id was call_0fypS1hVX but must be a-z, A-Z, 0-9, with a length of 9.", a 400): the
+/// one form every server takes, so the form of a portable id.
+const PORTABLE_ID_CHARS: usize = 9;
+
 /// What a stored call without a name is sent back as (before its hash).
 const UNNAMED_CALL: &str = "unnamed";
-
-/// What a stored call or result without an id is sent with (before its hash).
-const NO_ID: &str = "call";
 
 /// Whether `c` may appear in a name or id a server takes.
 pub(super) fn allowed(c: char) -> bool {
@@ -93,8 +97,9 @@ pub(super) enum CallIds {
     /// replaced, K2 served natively (Moonshot, vLLM, SGLang, llama.cpp) would read its
     /// own history wrong, silently.
     AsStored,
-    /// [`sendable_call_id`]: replaced when a server may refuse it (Anthropic's endpoint
-    /// takes only `[a-zA-Z0-9_-]`, OpenAI at most 40 characters).
+    /// [`sendable_call_id`]: in the one form every server takes (Mistral's endpoint and
+    /// chat template take only 9 of `[a-zA-Z0-9]`, Anthropic's endpoint only
+    /// `[a-zA-Z0-9_-]`, OpenAI at most 40 characters).
     Portable,
 }
 
@@ -109,19 +114,36 @@ impl CallIds {
 }
 
 /// The id a stored call, and the result answering it, are sent with under
-/// [`CallIds::Portable`]: the stored id when servers take it (`[a-zA-Z0-9_-]`, 1 to 40
-/// characters), else a readable part of it and its hash ([`with_hash`]), the same for the
-/// call and its result.
+/// [`CallIds::Portable`]: the stored id when it is 9 of `[a-zA-Z0-9]` (as Mistral writes
+/// them), else 9 of those characters written from the FNV-1a hash of the whole id, the
+/// same for the call and its result, in every request and every process.
 ///
 /// Storage keeps the id as the server gave it (`functions.read_file:0` from Kimi models,
-/// a long one from a gateway), but Anthropic's endpoint refuses an id with other
-/// characters and OpenAI one longer than 40, each failing every later request.
+/// `call_...` from OpenAI, `toolu_...` from Anthropic, a long one from a gateway), but
+/// Anthropic's endpoint refuses an id with other characters than `[a-zA-Z0-9_-]`, OpenAI
+/// one longer than 40 and Mistral's any other than 9 letters and digits, each failing
+/// every later request. The form Mistral takes is one all three take; no readable part of
+/// the id is kept, as 9 characters leave no room for one beside a hash. Two ids of one
+/// conversation are sent alike only when their hashes agree in 9 base-62 digits (about 1
+/// in 10^16 per pair).
 pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
-    if fits(id, MAX_ID_CHARS) {
-        Cow::Borrowed(id)
-    } else {
-        Cow::Owned(with_hash(id, MAX_ID_CHARS, NO_ID))
+    if id.len() == PORTABLE_ID_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Cow::Borrowed(id);
     }
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut hash = fusion_core::fnv1a(id.as_bytes());
+    let mut sent = String::with_capacity(PORTABLE_ID_CHARS);
+    for _ in 0..PORTABLE_ID_CHARS {
+        sent.push(char::from(DIGITS[(hash % 62) as usize]));
+        hash /= 62;
+    }
+    Cow::Owned(sent)
+}
+
+/// Whether servers other than Mistral's take `id` as it is: 1 to 40 characters of
+/// `[a-zA-Z0-9_-]` (OpenAI's length, Anthropic's characters).
+pub(super) fn taken_but_by_mistral(id: &str) -> bool {
+    fits(id, MAX_ID_CHARS)
 }
 
 /// The name of the tool in `tools` that `name` calls: `name` itself when a tool has it,
@@ -269,31 +291,45 @@ mod tests {
     }
 
     /// Found by a review: ids servers refuse (Anthropic's `^[a-zA-Z0-9_-]+$`, OpenAI's 40
-    /// characters) were sent as stored.
+    /// characters) were sent as stored; and then (a later review) in a form Mistral's
+    /// endpoint refuses: it takes only ids of exactly 9 letters and digits, so OpenAI's
+    /// `call_...` and the old portable `functions_read_file_0_<hash>` failed there alike.
     #[test]
-    fn ids_servers_refuse_are_sent_replaced_and_distinct() {
+    fn portable_ids_are_nine_letters_and_digits_and_distinct() {
         let longest = "c".repeat(MAX_ID_CHARS);
-        for kept in ["call_0", "toolu_01A-b", longest.as_str()] {
-            assert_eq!(sendable_call_id(kept), kept);
-        }
         let ids = [
             "functions.read_file:0",
             "functions.read_file:1",
             "functions_read_file_0",
             "call 0",
+            "call_0",
+            "call_Ab12Cd34Ef56Gh78Ij90Kl12",
+            "toolu_01A-b",
+            "call_fusion_1_0_8f3a",
             "",
+            &longest,
             &format!("{longest}1"),
-            &format!("{longest}2"),
+            "aB3dE5gH7",
+            "aB3dE5gH",
+            "aB3dE5gH7x",
         ];
         let sent: Vec<String> = ids.iter().map(|id| sendable_call_id(id).into()).collect();
         for (i, id) in sent.iter().enumerate() {
-            assert!(fits(id, MAX_ID_CHARS), "{:?} sent as {id:?}", ids[i]);
+            assert_eq!(id.len(), PORTABLE_ID_CHARS, "{:?} sent as {id:?}", ids[i]);
+            assert!(
+                id.bytes().all(|b| b.is_ascii_alphanumeric()),
+                "{:?} sent as {id:?}",
+                ids[i]
+            );
+            assert!(taken_but_by_mistral(id), "Anthropic and OpenAI take {id:?}");
             assert_eq!(sendable_call_id(ids[i]), *id, "the same every time");
             for other in &sent[i + 1..] {
                 assert_ne!(id, other);
             }
         }
-        assert!(sent[0].starts_with("functions_read_f"));
+        // Mistral's own ids go as they are; the rest are a hash, not a prefix of them.
+        assert_eq!(sendable_call_id("aB3dE5gH7"), "aB3dE5gH7");
+        assert_ne!(sent[7], "call_fusi");
         assert_eq!(CallIds::Portable.send(ids[0]), sent[0]);
     }
 
