@@ -260,3 +260,36 @@ async fn a_source_whose_tools_panic_fails_the_build_naming_it() {
     assert!(text.contains("tool source `broken`"), "{text}");
     assert!(text.contains("panicked: no tools today"), "{text}");
 }
+
+/// Found by a review: two tools offered under one name (`a.b` is offered as `a_b_<hash>`,
+/// and another tool may be named that form) were refused when the session was built, but
+/// not when a source's tools changed: the request offered one name twice, and every call
+/// of it ran the tool named so outright, whichever the model meant. Such a change now
+/// fails the turn naming both, before anything is stored or asked, until it is undone.
+#[tokio::test]
+async fn a_source_change_offering_two_tools_alike_fails_the_turn_naming_both() {
+    let h = Harness::new().await;
+    let (source, mut session) = with_source_offering(&h, &["srv.dotted"]).await;
+    h.server.push_text("first");
+    session.send_message("hello").await.unwrap();
+    let sent = offered(&h.server.requests()[0]).last().unwrap().clone();
+    assert!(sent.starts_with("srv_dotted_"), "{sent}");
+
+    source.offer(&["srv.dotted", &sent]);
+    let err = session.send_message("use it").await.unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    for named in ["`srv.dotted`", &format!("`{sent}`"), "rename one"] {
+        assert!(text.contains(named), "{named}: {text}");
+    }
+    assert_eq!(h.server.request_count(), 1, "nothing asked");
+    assert_eq!(
+        common::contents(&h.stored().await),
+        ["You are a test agent.", "hello", "first"],
+        "nothing of the turn stored"
+    );
+
+    source.offer(&["srv.dotted"]);
+    h.server.push_text("fine");
+    assert_eq!(session.send_message("again").await.unwrap().result, "fine");
+}

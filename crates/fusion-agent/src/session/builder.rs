@@ -253,7 +253,8 @@ impl SessionBuilder {
     /// Fails with [`Error::InvalidSessionId`] for a bad id, [`Error::Config`] for a missing
     /// client or storage, a zero iteration limit, an unusable workspace root or a tool
     /// name offered by two of its tools' owners (a tool source and `.tools(..)`, or two
-    /// sources: two MCP servers of one name given in two configurations),
+    /// sources: two MCP servers of one name given in two configurations) or offered by two
+    /// tools alike (`functions.read_file` beside a tool named its sendable form),
     /// [`Error::InvalidMeta`] for an owner, title, tag or data entry that breaks a rule of
     /// [`SessionMeta::validate`], and with the storage's error if the history cannot be
     /// loaded.
@@ -313,10 +314,9 @@ impl SessionBuilder {
             }
         }
         // Before the names are compared: a tool whose definition panics is an error
-        // naming it, not a panic through the caller.
+        // naming it, not a panic through the caller. Refuses two tools offered alike too.
         let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)?));
         tools.refuse_shared_names()?;
-        tools.refuse_shared_sendable_names()?;
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;
         tracing::info!(

@@ -196,11 +196,16 @@ struct ToolView {
 
 impl ToolView {
     /// Fails, naming the tool, when a tool's definition panics
-    /// ([`checked_definitions`](crate::ToolRegistry::checked_definitions)).
+    /// ([`checked_definitions`](crate::ToolRegistry::checked_definitions)), or naming both
+    /// when two tools would be offered under one name
+    /// ([`refuse_shared_sendable_names`](crate::tools::registry::refuse_shared_sendable_names)):
+    /// when the session is built, and whenever a source's tools change (an MCP server
+    /// that lists a tool anew), so that a call never runs a tool the model did not mean.
     fn of(tools: &crate::ToolRegistry) -> Result<Self> {
         // The revision first: a change while the list is read is seen by the next look.
         let revision = tools.revision();
         let definitions = tools.checked_definitions()?;
+        crate::tools::registry::refuse_shared_sendable_names(&definitions)?;
         Ok(Self {
             revision,
             react_prompt: crate::react_text::render_react_prompt(&definitions),

@@ -78,7 +78,11 @@ impl ToolRegistry {
     /// tools come after the ones registered one by one; a name a registered tool or an
     /// earlier source already offers stays theirs. Building a session refuses such a clash
     /// ([`SessionBuilder::build`](crate::SessionBuilder::build)); one that appears later,
-    /// when a source's tools change, keeps the earlier tool.
+    /// when a source's tools change, keeps the earlier tool. Two distinct names offered in
+    /// one form (a name servers refuse is offered as a readable part and a hash, and
+    /// another tool may have that form as its name) are refused when the session is built
+    /// and, once a source's tools change so, by every turn until they no longer do: a call
+    /// would run the wrong tool.
     pub fn register_source(&mut self, source: Arc<dyn ToolSource>) -> &mut Self {
         self.sources.push(source);
         self
@@ -148,33 +152,6 @@ impl ToolRegistry {
                     None => owners.push((name.to_owned(), Some(at))),
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// Fails with [`Error::Config`] naming both tools when two tools offered now have
-    /// distinct names that are offered alike: a name servers refuse (outside
-    /// `[a-zA-Z0-9_-]`, past 64 characters) is offered as a readable part of it and a hash
-    /// (`functions.read_file` as `functions_read_file_<16 hex digits>`), and a tool named
-    /// that form outright would take every call of the other.
-    pub(crate) fn refuse_shared_sendable_names(&self) -> Result<()> {
-        let tools = self.all();
-        let sent: Vec<_> = tools
-            .iter()
-            .map(|tool| crate::openai::sendable::sendable_call_name(tool.name()))
-            .collect();
-        for (at, name) in sent.iter().enumerate() {
-            let Some(other) = (0..at).find(|&before| sent[before] == *name) else {
-                continue;
-            };
-            return Err(Error::Config(format!(
-                "tools `{}` and `{}` would both be offered to the model as `{name}` (a tool \
-                 name outside [a-zA-Z0-9_-] or past 64 characters is offered as a readable \
-                 part of it and a hash), so calls of one would run the other: rename one of \
-                 them",
-                tools[other].name().escape_debug(),
-                tools[at].name().escape_debug(),
-            )));
         }
         Ok(())
     }
@@ -254,6 +231,32 @@ impl ToolRegistry {
     }
 }
 
+/// Fails with [`Error::Config`] naming both tools when two of `tools` (what a request
+/// offers) have distinct names that are offered alike: a name servers refuse (outside
+/// `[a-zA-Z0-9_-]`, past 64 characters) is offered as a readable part of it and a hash
+/// (`functions.read_file` as `functions_read_file_<16 hex digits>`), and a tool named
+/// that form outright would take every call of the other.
+pub(crate) fn refuse_shared_sendable_names(tools: &[ToolDefinition]) -> Result<()> {
+    let sent: Vec<_> = tools
+        .iter()
+        .map(|tool| crate::openai::sendable::sendable_call_name(&tool.name))
+        .collect();
+    for (at, name) in sent.iter().enumerate() {
+        let Some(other) = (0..at).find(|&before| sent[before] == *name) else {
+            continue;
+        };
+        return Err(Error::Config(format!(
+            "tools `{}` and `{}` would both be offered to the model as `{name}` (a tool \
+             name outside [a-zA-Z0-9_-] or past 64 characters is offered as a readable \
+             part of it and a hash), so calls of one would run the other: rename one of \
+             them",
+            tools[other].name.escape_debug(),
+            tools[at].name.escape_debug(),
+        )));
+    }
+    Ok(())
+}
+
 /// What a request offers of `tool`.
 fn definition(tool: &dyn Tool) -> ToolDefinition {
     ToolDefinition {
@@ -319,10 +322,9 @@ mod tests {
         let fine = ToolRegistry::new()
             .with(Echo(dotted))
             .with(Echo("functions_read_file"));
-        fine.refuse_shared_sendable_names().unwrap();
+        refuse_shared_sendable_names(&fine.definitions()).unwrap();
         let clash = ToolRegistry::new().with(Echo(dotted)).with(Echo(sent));
-        let err = clash
-            .refuse_shared_sendable_names()
+        let err = refuse_shared_sendable_names(&clash.definitions())
             .unwrap_err()
             .to_string();
         for named in [dotted, sent, "rename one"] {
