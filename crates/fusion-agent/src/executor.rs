@@ -36,6 +36,15 @@ use crate::tools::registry::ToolRegistry;
 /// How long one tool call may run unless configured otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most bytes of one call's output kept unless configured otherwise: 1 MiB and 8 KiB,
+/// what the built-in `read_file` returns at most
+/// ([`DEFAULT_MAX_READ_BYTES`](crate::tools::files::DEFAULT_MAX_READ_BYTES)) and room for
+/// its note of a cut (which quotes the path) and an approval's note, so it bounds the
+/// tools that set no bound of their own and cuts none of the built-in ones. Lower it for
+/// a model whose context window is smaller than a megabyte of text (some 250,000 tokens).
+pub const DEFAULT_MAX_TOOL_OUTPUT_BYTES: usize =
+    crate::tools::files::DEFAULT_MAX_READ_BYTES + 8 * 1024;
+
 /// Longest stretch of the model's raw arguments quoted back in an error.
 const QUOTE_MAX_CHARS: usize = 200;
 
@@ -44,12 +53,22 @@ const QUOTE_MAX_CHARS: usize = 200;
 pub struct ExecutorConfig {
     /// How long one call may run before it is abandoned and reported as timed out.
     pub tool_timeout: Duration,
+    /// The most bytes of one call's output (or error) the model is shown: what a session
+    /// stores and sends back in every later request.
+    /// [`DEFAULT_MAX_TOOL_OUTPUT_BYTES`] unless set; `usize::MAX` for no bound.
+    ///
+    /// A longer output keeps its start (three quarters of what fits) and its end, with a
+    /// note between them saying how many bytes of how many were left out, all within this
+    /// many bytes and cut on character boundaries. A bound below the note's length (some
+    /// 200 bytes) leaves the note alone.
+    pub max_output_bytes: usize,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
         Self {
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            max_output_bytes: DEFAULT_MAX_TOOL_OUTPUT_BYTES,
         }
     }
 }
@@ -166,7 +185,10 @@ impl ToolExecutor {
             let span = tracing::Span::current();
             span.record("success", success);
             span.record("duration_ms", duration.as_millis() as u64);
-            let output = result.unwrap_or_else(|error| error);
+            let output = bounded(
+                result.unwrap_or_else(|error| error),
+                self.config.max_output_bytes,
+            );
             if success {
                 info!("tool call finished");
             } else {
@@ -298,6 +320,55 @@ impl ToolExecutor {
 /// (quoted, as [`quote`] does).
 pub(crate) const NO_SUCH_TOOL: &str = "Error: there is no tool named ";
 
+/// `output` as kept: whole when it is at most `max` bytes, else its start and its end
+/// around a note saying what was left out ([`ExecutorConfig::max_output_bytes`]).
+///
+/// A tool that returns a hundred megabytes (a log, a query without a limit) would
+/// otherwise be stored whole and sent in every later request of the session, each refused
+/// as too long (OpenAI takes at most 10 MiB of text a message) or past the model's context.
+/// The end is kept beside the start because that is where a build's errors, a command's
+/// summary or a tool's own note of a cut (`read_file`'s) stand.
+fn bounded(output: String, max: usize) -> String {
+    let total = output.len();
+    if total <= max {
+        return output;
+    }
+    let note = |left_out: usize, head: usize, tail: usize| {
+        format!(
+            "\n\n[tool output cut: {left_out} of its {total} bytes left out here, between the \
+             first {head} and the last {tail}; the session shows at most {max} bytes of a \
+             call]\n\n"
+        )
+    };
+    // Written with every number at its widest, the note is at least as long as it will be.
+    let room = max.saturating_sub(note(total, total, total).len());
+    let head = floor_char_boundary(&output, room / 4 * 3);
+    let tail_start = ceil_char_boundary(&output, total - (room - head));
+    let tail = total - tail_start;
+    tracing::debug!(total, kept = head + tail, "tool output cut");
+    let mut kept = String::with_capacity(head + tail + 200);
+    kept.push_str(&output[..head]);
+    kept.push_str(&note(total - head - tail, head, tail));
+    kept.push_str(&output[tail_start..]);
+    kept
+}
+
+/// The largest character boundary of `text` at or before `at`.
+fn floor_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The smallest character boundary of `text` at or after `at` (at most its length).
+fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
+    while !text.is_char_boundary(at) {
+        at += 1;
+    }
+    at
+}
+
 /// `text`, cut to [`QUOTE_MAX_CHARS`] characters.
 fn quote(text: &str) -> String {
     match text.char_indices().nth(QUOTE_MAX_CHARS) {
@@ -346,6 +417,7 @@ mod tests {
             ToolRegistry::new().with(Probe),
             ExecutorConfig {
                 tool_timeout: Duration::from_millis(50),
+                ..ExecutorConfig::default()
             },
         )
     }
@@ -419,5 +491,32 @@ mod tests {
             out[0].output
         );
         assert!(out[0].output.len() < 500, "{} bytes", out[0].output.len());
+    }
+
+    /// Found by a review: a tool's output was kept whole, so one returning 100 MB went
+    /// into the session and every later request.
+    #[test]
+    fn a_long_output_keeps_its_start_and_end_within_the_bound() {
+        // Characters of 1 to 4 bytes, so that every cut lands inside some.
+        let text: String = (0..20_000).map(|i| ['a', 'é', '€', '😀'][i % 4]).collect();
+        for max in [0, 10, 250, 256, 257, 1000, 4099, 33_333, text.len() - 1] {
+            let kept = bounded(text.clone(), max);
+            assert!(kept.len() <= max.max(250), "{} bytes for {max}", kept.len());
+            let (head, rest) = kept.split_once("\n\n[tool output cut: ").unwrap();
+            let (note, tail) = rest.split_once("]\n\n").unwrap();
+            assert!(text.starts_with(head) && text.ends_with(tail), "{max}");
+            let left_out = text.len() - head.len() - tail.len();
+            assert!(
+                note.starts_with(&format!("{left_out} of its {} bytes", text.len())),
+                "{note}"
+            );
+            assert!(note.contains(&format!("at most {max} bytes")), "{note}");
+            if max >= 1000 {
+                assert!(head.len() >= tail.len() && !tail.is_empty(), "{max}");
+                assert!(kept.len() + 32 > max, "{} bytes for {max}", kept.len());
+            }
+        }
+        assert_eq!(bounded(text.clone(), text.len()), text);
+        assert_eq!(bounded(String::new(), 0), "");
     }
 }

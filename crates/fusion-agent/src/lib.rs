@@ -15,7 +15,8 @@
 //!   where every HTTP client of Fusion gets its TLS set-up;
 //! - tools: [`Tool`] with its [`ToolEffects`], [`ToolSource`], [`ToolRegistry`],
 //!   [`Workspace`], and the [`ToolExecutor`] that runs
-//!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`]);
+//!   calls ([`ExecutorConfig`], [`ToolOutcome`], [`DEFAULT_TOOL_TIMEOUT`],
+//!   [`DEFAULT_MAX_TOOL_OUTPUT_BYTES`]);
 //! - approval before a call runs: [`ApprovalPolicy`], [`ApprovalMode`], [`Approver`],
 //!   [`ApprovalRequest`], [`ApprovalDecision`], [`Approval`], and [`escape_hidden`] for
 //!   showing a call to a person as it is;
@@ -61,7 +62,9 @@ pub use context::summary::SummaryReport;
 pub use context::tokens::TokenCounter;
 pub use escape::escape_hidden;
 pub use events::{AgentEvent, Step, TaskResult};
-pub use executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome};
+pub use executor::{
+    DEFAULT_MAX_TOOL_OUTPUT_BYTES, DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor, ToolOutcome,
+};
 pub use http::http_client_builder;
 pub use llm::{
     ChatDelta, ChatRequest, ChatResponse, ChatStream, LlmClient, RequestCache, SamplingOptions,

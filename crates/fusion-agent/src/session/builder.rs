@@ -18,7 +18,9 @@ use crate::context::counter_for_model;
 use crate::context::policy::ContextPolicy;
 use crate::context::tokens::TokenCounter;
 use crate::events::{AgentEvent, EventObserver};
-use crate::executor::{DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor};
+use crate::executor::{
+    DEFAULT_MAX_TOOL_OUTPUT_BYTES, DEFAULT_TOOL_TIMEOUT, ExecutorConfig, ToolExecutor,
+};
 use crate::llm::{LlmClient, RequestCache, SamplingOptions};
 use crate::openai::OpenAiClient;
 use crate::storage_source::StorageSource;
@@ -50,6 +52,7 @@ pub struct SessionBuilder {
     workspace_roots: Option<Vec<PathBuf>>,
     max_iterations: usize,
     tool_timeout: Duration,
+    max_tool_output_bytes: usize,
     sampling: SamplingOptions,
     context: ContextPolicy,
     token_counter: Option<Arc<dyn TokenCounter>>,
@@ -78,6 +81,7 @@ impl SessionBuilder {
             workspace_roots: None,
             max_iterations: DEFAULT_MAX_ITERATIONS,
             tool_timeout: DEFAULT_TOOL_TIMEOUT,
+            max_tool_output_bytes: DEFAULT_MAX_TOOL_OUTPUT_BYTES,
             sampling: SamplingOptions::default(),
             context: ContextPolicy::default(),
             token_counter: None,
@@ -153,6 +157,15 @@ impl SessionBuilder {
     /// How long one tool call may run; 30 s unless set.
     pub fn tool_timeout(mut self, timeout: Duration) -> Self {
         self.tool_timeout = timeout;
+        self
+    }
+
+    /// The most bytes of one tool call's output the session stores and shows the model;
+    /// a longer one keeps its start and end around a note of what was left out
+    /// ([`ExecutorConfig::max_output_bytes`]). [`DEFAULT_MAX_TOOL_OUTPUT_BYTES`] (1 MiB and
+    /// 8 KiB) unless set.
+    pub fn max_tool_output_bytes(mut self, bytes: usize) -> Self {
+        self.max_tool_output_bytes = bytes;
         self
     }
 
@@ -338,6 +351,7 @@ impl SessionBuilder {
                     tools,
                     ExecutorConfig {
                         tool_timeout: self.tool_timeout,
+                        max_output_bytes: self.max_tool_output_bytes,
                     },
                 );
                 match self.approval {
@@ -379,6 +393,7 @@ impl fmt::Debug for SessionBuilder {
             .field("workspace_roots", &self.workspace_roots)
             .field("max_iterations", &self.max_iterations)
             .field("tool_timeout", &self.tool_timeout)
+            .field("max_tool_output_bytes", &self.max_tool_output_bytes)
             .field("context", &self.context)
             .field("observer", &self.observer.is_some())
             .field("owner", &self.owner)
