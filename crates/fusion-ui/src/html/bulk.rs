@@ -95,6 +95,16 @@ pub(crate) fn meta_digest(meta: &SessionMeta) -> u64 {
 /// title (each `0`, or `1` and the text), the tags (their count, then each text), the data
 /// map ([`encode_json`]) and the expiry ([`encode_expiry`]). A text is its length in
 /// bytes as a `u64`, then its UTF-8; every number is big-endian.
+///
+/// `SessionMeta` is `#[non_exhaustive]` and fusion-core a semver dependency, so a build
+/// may take a release with a field this encoding does not know. Left out, a change of it
+/// alone would go unseen and its session be deleted, so metadata the known fields do not
+/// rebuild whole ([`known_fields`]) gets `255` and its `Debug` text after them. That text
+/// is not stable between Rust releases, but it is between two requests to one server,
+/// and an upgrade can only refuse a delete posted from a page served before it (a 409;
+/// a reload shows the page again), never let one through. Metadata using no such field
+/// is encoded as it always was. The tests fail at once on a field added in this
+/// workspace (`every_field_of_session_meta_counts`), so it is given its own encoding.
 fn meta_encoding(meta: &SessionMeta) -> Vec<u8> {
     let mut out = b"fusion-ui meta v1".to_vec();
     for text in [&meta.owner, &meta.title] {
@@ -112,7 +122,23 @@ fn meta_encoding(meta: &SessionMeta) -> Vec<u8> {
     }
     encode_object(&mut out, &meta.data);
     encode_expiry(&mut out, meta.expiry.as_ref());
+    if known_fields(meta) != *meta {
+        out.push(255);
+        encode_text(&mut out, &format!("{meta:?}"));
+    }
     out
+}
+
+/// `meta` with only the fields [`meta_encoding`] encodes copied (the rest at their
+/// defaults): equal to `meta` unless it uses a field added to `SessionMeta` since.
+fn known_fields(meta: &SessionMeta) -> SessionMeta {
+    let mut known = SessionMeta::new();
+    known.owner.clone_from(&meta.owner);
+    known.title.clone_from(&meta.title);
+    known.tags.clone_from(&meta.tags);
+    known.data.clone_from(&meta.data);
+    known.expiry = meta.expiry;
+    known
 }
 
 /// An expiry: `0` for none; `1` and the instant in Unix microseconds as an `i64`; `2`
@@ -320,6 +346,47 @@ mod tests {
         .map(|meta| meta_digest(&meta));
         let distinct: std::collections::HashSet<_> = digests.iter().collect();
         assert_eq!(distinct.len(), digests.len(), "{digests:?}");
+    }
+
+    /// Each field of `SessionMeta` by the name its `Debug` text gives it, with metadata
+    /// setting it. A field added to fusion-core fails this until it has a row here, is
+    /// copied by [`known_fields`] and counts in [`meta_encoding`] of its own (not only
+    /// through the `Debug` fallback, which is not stable between Rust releases).
+    #[test]
+    fn every_field_of_session_meta_counts() {
+        let setting = [
+            ("owner", SessionMeta::new().owner("a")),
+            ("title", SessionMeta::new().title("a")),
+            ("tags", SessionMeta::new().tags(["a"])),
+            ("data", SessionMeta::new().data("a", 1)),
+            (
+                "expiry",
+                SessionMeta::new().expiry(Expiry::Idle(Duration::from_secs(1))),
+            ),
+        ];
+        let covered: Vec<&str> = setting.iter().map(|(field, _)| *field).collect();
+        assert_eq!(
+            covered,
+            field_names(&SessionMeta::new()),
+            "SessionMeta has a field the digest does not encode on its own"
+        );
+        let none = meta_digest(&SessionMeta::new());
+        for (field, meta) in &setting {
+            assert_eq!(known_fields(meta), *meta, "{field} is not copied");
+            assert_ne!(meta_digest(meta), none, "{field} does not count");
+        }
+    }
+
+    /// The names of a struct's fields, from its derived pretty `Debug` text: each at the
+    /// first level of indentation, before its colon.
+    fn field_names(value: &impl std::fmt::Debug) -> Vec<String> {
+        format!("{value:#?}")
+            .lines()
+            .filter_map(|line| line.strip_prefix("    "))
+            .filter(|line| !line.starts_with(' '))
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     /// A kind of expiry added to fusion-core after this encoding cannot be made here; what
