@@ -206,16 +206,23 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
         replace,
     )
     .await
-    .map_err(|err| refused_message(err, &text, &source))?;
+    .map_err(|err| refused_message(err, &text, &source, from_stdin))?;
     render::say(said)?;
     Ok(())
 }
 
 /// `err`, the error of an import's write, but for a message the storage refused (a
 /// message id written twice, metadata nested too deep), which the storage names by its
-/// position in the write, counted from 0 ("message 1" for the file's second): named as
-/// the import of `source`, its file `text`, names its messages (`line 2`, `message 2`).
-fn refused_message(err: anyhow::Error, text: &str, source: &str) -> anyhow::Error {
+/// position in the write ("message 2 (index 1)"), not by its place in the file (its line
+/// of a `jsonl` file counts blank lines too): named as the import of `source`, whose
+/// text `text` (a file's, or stdin's when `from_stdin`) names its messages (`line 2`,
+/// `message 2`).
+fn refused_message(
+    err: anyhow::Error,
+    text: &str,
+    source: &str,
+    from_stdin: bool,
+) -> anyhow::Error {
     let Some(fusion::Error::InvalidMessage {
         backend,
         index,
@@ -228,9 +235,14 @@ fn refused_message(err: anyhow::Error, text: &str, source: &str) -> anyhow::Erro
     let Some(place) = export::message_place(text, *index) else {
         return err;
     };
+    // Stdin is no file to correct: its place is of what was piped in.
+    let fix = match from_stdin {
+        true => format!("correct {place} of the input to import it"),
+        false => format!("correct {place} to import the file"),
+    };
     anyhow::anyhow!(
         "cannot import {source}: {backend} refused to store {place} (nothing was stored): \
-         {detail}; correct {place} to import the file"
+         {detail}; {fix}"
     )
 }
 

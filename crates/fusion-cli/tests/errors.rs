@@ -178,6 +178,13 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
         // Named as stdin, not as "the file", which there is none of.
         ("", "stdin held nothing (it ended before any message"),
         (" \n\n", "stdin held nothing"),
+        ("{\"messages\":[]}", "the export holds no messages"),
+        (
+            "{\"id\":\"m1\",\"role\":\"user\",\"content\":\"a\"}\n\
+             {\"id\":\"m1\",\"role\":\"user\",\"content\":\"b\"}\n",
+            "fs refused to store line 2 (nothing was stored): its id m1 is the id of an earlier \
+             message of the same write; correct line 2 of the input to import it",
+        ),
     ] {
         let mut import = common::fusion(tmp.path())
             .args(["sessions", "import", "-", "--id", "x", "--storage", &url])
@@ -193,6 +200,11 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
         assert!(!output.status.success(), "{input}");
         assert!(
             err.starts_with("fusion: error: cannot import from stdin: ") && err.contains(expected),
+            "{input}: {err}"
+        );
+        // No file to correct: "name the file to import" is the advice for stdin alone.
+        assert!(
+            !err.contains("the file holds") && !err.contains("to import the file"),
             "{input}: {err}"
         );
     }

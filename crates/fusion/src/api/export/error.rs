@@ -63,8 +63,9 @@ pub enum ImportError {
     /// would accept them (one without the other, a creation after the last write).
     #[error("the export's times cannot be imported: {0}")]
     Times(String),
-    /// The file holds no message, and a stored session has at least one.
-    #[error("the file holds no messages")]
+    /// The export holds no message, and a stored session has at least one. (Said of the
+    /// export, not of a file: the text may come from stdin.)
+    #[error("the export holds no messages, and a stored session holds at least one")]
     NoMessages,
     /// A message holds a field this release does not know (one a newer release added),
     /// which reading it would drop: the import is refused rather than made without it. A
