@@ -163,13 +163,23 @@ impl StdioServerConfig {
     /// The command line for messages: the command and its arguments, space-separated, each
     /// control character in them (a NUL, a line break, an escape sequence) shown escaped
     /// (`\u{0}`, `\n`, `\u{1b}`), as every message and log line of this crate shows a
-    /// command.
+    /// command. An argument holding a URL (`postgresql://app:secret@db/x`, the way
+    /// database servers take their connection) is shown without its secrets, as an HTTP
+    /// server's URL is ([`fusion_core::redact_url`]: its password, its query's values).
     pub fn display_command(&self) -> String {
         std::iter::once(self.command.as_str())
             .chain(self.args.iter().map(String::as_str))
-            .map(shown)
+            .map(|word| shown(&without_url_secrets(word)))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+/// `arg` with the password and query values of a URL in it hidden; as it is without one.
+fn without_url_secrets(arg: &str) -> std::borrow::Cow<'_, str> {
+    match arg.contains("://") {
+        true => fusion_core::redact_url(arg).into(),
+        false => arg.into(),
     }
 }
 
@@ -231,7 +241,14 @@ impl fmt::Debug for StdioServerConfig {
         // Values often hold API keys: names only.
         f.debug_struct("StdioServerConfig")
             .field("command", &self.command)
-            .field("args", &self.args)
+            .field(
+                "args",
+                &self
+                    .args
+                    .iter()
+                    .map(|arg| without_url_secrets(arg))
+                    .collect::<Vec<_>>(),
+            )
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("cwd", &self.cwd)
             .field("inherit_env", &self.inherit_env)
@@ -290,5 +307,39 @@ impl fmt::Debug for HttpServerConfig {
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by a review: a stdio server's arguments went into the messages and log lines
+    /// naming its command, and into its `Debug`, as they are, so the connection URL a
+    /// database server takes (`server-postgres postgresql://app:secret@db/x`) showed its
+    /// password, where an HTTP server's URL never does.
+    #[test]
+    fn a_url_among_the_arguments_is_shown_without_its_password() {
+        let config = StdioServerConfig::new("npx").args([
+            "-y",
+            "@modelcontextprotocol/server-postgres",
+            "postgresql://app:s3cret@db/x?sslmode=require&password=other",
+            "--url=redis://:t0ken@cache",
+        ]);
+        let shown = config.display_command();
+        assert_eq!(
+            shown,
+            "npx -y @modelcontextprotocol/server-postgres \
+             postgresql://app:***@db/x?sslmode=require&password=*** --url=redis://:***@cache"
+        );
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("other"),
+            "{debug}"
+        );
+        assert!(
+            !debug.contains("t0ken") && debug.contains("db/x"),
+            "{debug}"
+        );
     }
 }
