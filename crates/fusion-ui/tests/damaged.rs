@@ -11,7 +11,6 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use fusion::storage::{ConversationStorage, InMemoryStorage, SessionInfo, SessionMeta};
 use fusion_core::{Error, Intercept, Intercepted, Result};
-use fusion_ui::{UiConfig, router};
 
 use common::*;
 
@@ -39,12 +38,7 @@ impl Intercept for Damaged {
 
 /// The app over `storage`, except that the facts of session `damaged` cannot be read.
 fn app_damaging(storage: &Arc<InMemoryStorage>, damaged: &'static str) -> axum::Router {
-    let address = HOST.parse().unwrap();
-    let settings = UiConfig::new(address).settings(address).unwrap();
-    router(
-        Arc::new(Intercepted(Damaged(storage.clone(), damaged))),
-        &settings,
-    )
+    app_over(Arc::new(Intercepted(Damaged(storage.clone(), damaged))))
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `POST /sessions/{id}/fork` with fields `at`, `generation` and `request`: a new session
 //! holding the history before message `at` (a turn's first message), then 303 to it; 409
-//! when the session was rewritten (undone, replaced) since the page showing `at` was read.
+//! when the session was rewritten (undone, replaced) since the page showing `at` was read,
+//! 404 when it was deleted.
 //!
 //! The fork records where it came from in its data map ([`FORKED_FROM`]: the session, the
 //! position and the page's `request` token). A post repeated with the same token and
@@ -61,6 +62,12 @@ pub(crate) async fn fork(
         .load_revision(&id)
         .await
         .map_err(|err| PageError::storage(&err))?;
+    // Deleted since the facts were read: no rewrite to speak of, and nothing to fork.
+    if !now.exists() {
+        return Err(PageError::not_found(format!(
+            "No fork was made: session {id:?} was deleted since its page was shown."
+        )));
+    }
     // Appends keep the generation and leave every position as it was; anything else
     // (an undo, a rewrite) may have put another message at `at`.
     if now.generation != shown {

@@ -29,9 +29,14 @@ pub fn store() -> Arc<InMemoryStorage> {
 
 /// The app over `storage`, bound (it believes) to loopback without a token.
 pub fn app(storage: Arc<InMemoryStorage>) -> Router {
+    app_over(storage)
+}
+
+/// [`app`] over any storage: a wrapper of a memory store that misbehaves on purpose.
+pub fn app_over(storage: Arc<dyn ConversationStorage>) -> Router {
     let address = HOST.parse().unwrap();
     let settings = UiConfig::new(address).settings(address).unwrap();
-    router(storage as Arc<dyn ConversationStorage>, &settings)
+    router(storage, &settings)
 }
 
 /// The app over `storage` with [`TOKEN`] in force.
