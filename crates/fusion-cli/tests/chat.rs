@@ -470,3 +470,40 @@ async fn a_command_given_an_argument_it_does_not_take_is_refused_and_does_nothin
     }
     assert_eq!(server.request_count(), 1, "no later line was sent");
 }
+
+/// A line starting with `//` is a message, sent with one slash less: a message that starts
+/// with a slash (`/help me`, a path) was always taken for a command and never sent.
+/// `/help` says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_double_slash_sends_a_message_starting_with_a_slash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_text("Sure.").push_text("A path.");
+    let args = ["--session", "ada", "--storage", &url];
+    let output = chat(
+        tmp.path(),
+        &server,
+        &args,
+        "//help me\n///etc/hosts\n/help\n",
+    )
+    .await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains("//help me      sends \"/help me\""),
+        "{stdout}"
+    );
+    assert_eq!(server.request_count(), 2, "{stdout}");
+    let sent = request_messages(&server.requests()[1]);
+    assert!(sent.contains(&"user: /help me".to_string()), "{sent:?}");
+    assert!(sent.contains(&"user: //etc/hosts".to_string()), "{sent:?}");
+    let users: Vec<String> = load_async(&storage, "ada")
+        .await
+        .into_iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(users, ["/help me", "//etc/hosts"]);
+}
+

@@ -1,6 +1,6 @@
 //! The slash commands of `fusion chat` (`/help`, `/history`, `/sessions`, `/undo`,
 //! `/summarize`, `/clear`, `/exit` or `/quit`): everything typed at the prompt that is not
-//! sent to the model.
+//! sent to the model. A line starting with `//` is a message, sent with one slash less.
 
 use anyhow::{Context, Result};
 use fusion::agent::ApprovalMode;
@@ -19,7 +19,8 @@ commands:
   /summarize [N] summarize all but the last N messages for the model (default 10; stored history is kept)
   /clear         delete this session's whole history
   /exit, /quit   leave (Ctrl-D works too)
-anything else is sent to the agent";
+anything else is sent to the agent; to send a line starting with /, type one more:
+  //help me      sends \"/help me\"";
 
 /// How many recent messages `/summarize` without an argument leaves as they are.
 const DEFAULT_KEEP: usize = 10;

@@ -297,6 +297,11 @@ impl Chat {
                 continue;
             }
             let outcome = match line.strip_prefix('/') {
+                // `//` escapes a message that starts with a slash (`//help me` sends
+                // "/help me"), which would otherwise only ever be a command.
+                Some(message) if message.starts_with('/') => {
+                    self.turn(message, input, endings).await
+                }
                 // `/summarize` asks the model too, so Ctrl-C stops a command as it stops a
                 // turn.
                 Some(command) => {
