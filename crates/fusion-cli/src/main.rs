@@ -455,6 +455,10 @@ fn init_logging(verbose: u8) {
 ///
 /// Some errors already quote their source in their own message; a cause whose text is
 /// already on the line is left out so the line does not say the same thing twice.
+///
+/// Control characters are written as visible escapes ([`render::printable`]): an error
+/// may quote what an LLM endpoint or a tool answered, which is as untrusted as a model's
+/// text, and would otherwise reach the terminal as its escape sequences.
 pub fn one_line(err: &anyhow::Error) -> String {
     let mut line = String::new();
     for cause in err.chain() {
@@ -467,7 +471,7 @@ pub fn one_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    line.replace(['\n', '\r'], " ")
+    render::printable(&line.replace(['\n', '\r'], " ")).into_owned()
 }
 
 #[cfg(test)]

@@ -507,3 +507,25 @@ async fn a_double_slash_sends_a_message_starting_with_a_slash() {
     assert_eq!(users, ["/help me", "//etc/hosts"]);
 }
 
+/// An error that quotes what the LLM endpoint answered (its error body) is as untrusted as
+/// the model's text: its control characters are shown as escapes, as the model's are. The
+/// error line wrote them as they came, so the endpoint could clear the screen or set the
+/// clipboard (OSC 52) through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_quoting_the_endpoint_shows_its_control_characters_visibly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_raw(
+        401,
+        r#"{"error":{"message":"bad \u001b[2J\u001b]52;c;aGk=\u0007 request"}}"#,
+    );
+    let output = chat(tmp.path(), &server, &["--storage", &url], "hello\n").await;
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(!stderr.contains(['\u{1b}', '\u{7}']), "{stderr:?}");
+    assert!(
+        stderr.contains(r"bad \x1b[2J\x1b]52;c;aGk=\x07 request"),
+        "{stderr:?}"
+    );
+}
