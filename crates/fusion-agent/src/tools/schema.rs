@@ -82,13 +82,35 @@ fn check_property(name: &str, declared: &Value, value: &Value, problems: &mut Ve
         return;
     }
     if let Some(allowed) = declared.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value)
+        && !allowed.iter().any(|one| same_json(one, value))
     {
         let allowed: Vec<String> = allowed.iter().map(Value::to_string).collect();
         problems.push(format!(
             "property `{name}` must be one of {}",
             allowed.join(", ")
         ));
+    }
+}
+
+/// Whether `a` and `b` are one JSON value as JSON Schema compares them (`enum`): numbers
+/// by their value, so `2.0` is `2` (as `"integer"` already takes it), where serde_json
+/// tells the written forms apart and a model's `2.0` for `"enum": [1, 2]` was refused as
+/// "must be one of 1, 2".
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
+            x.as_f64() == y.as_f64()
+        }
+        (Value::Array(xs), Value::Array(ys)) => {
+            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(xs), Value::Object(ys)) => {
+            xs.len() == ys.len()
+                && xs
+                    .iter()
+                    .all(|(key, x)| ys.get(key).is_some_and(|y| same_json(x, y)))
+        }
+        _ => a == b,
     }
 }
 
@@ -196,6 +218,36 @@ mod tests {
         assert!(err.contains("`mode` must be one of \"a\", \"b\""), "{err}");
         assert!(err.contains("unknown property `extra`"), "{err}");
         assert!(err.contains("`note` must be one of string, null"), "{err}");
+    }
+
+    /// Found by a hunt: `"integer"` took `2.0` but `enum` compared serde_json's written
+    /// forms, so a model's `2.0` for `"enum": [1, 2]` was refused as "must be one of 1, 2"
+    /// (JSON Schema holds `2.0` and `2` equal), an observation it could not act on.
+    #[test]
+    fn enum_values_compare_numbers_by_value() {
+        let schema = json!({"type": "object", "properties": {
+            "level": {"type": "integer", "enum": [1, 2]},
+            "ratio": {"enum": [0.5, [1], {"k": 3}]}
+        }});
+        for args in [
+            json!({"level": 2.0}),
+            json!({"level": 2}),
+            json!({"ratio": 0.5}),
+            json!({"ratio": [1.0]}),
+            json!({"ratio": {"k": 3.0}}),
+        ] {
+            assert_eq!(check_arguments(&schema, &args), Ok(()), "{args}");
+        }
+        for args in [
+            json!({"level": 2.5}),
+            json!({"level": 3}),
+            json!({"ratio": "0.5"}),
+            json!({"ratio": [1, 1]}),
+            json!({"ratio": {"k": 3, "j": 3}}),
+        ] {
+            let err = check_arguments(&schema, &args).unwrap_err();
+            assert!(err.contains("must be"), "{args}: {err}");
+        }
     }
 
     #[test]
