@@ -1,6 +1,6 @@
 //! A session deleted between a handler's read of its facts and its read of its messages
 //! (another tab's delete, `fusion sessions delete`) is answered as gone (404), not as a
-//! session rewritten.
+//! session rewritten or one without a turn.
 
 mod common;
 
@@ -51,4 +51,27 @@ async fn a_fork_of_a_session_deleted_meanwhile_says_it_was_deleted() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
     assert!(reply.body.contains("was deleted"), "{}", reply.body);
     assert!(storage.list_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_page_of_a_session_deleted_meanwhile_is_a_404() {
+    // The undo confirmation said the session held no message from the user (a 400).
+    let storage = store();
+    let app = app_deleting_s(&storage);
+    for path in [
+        "/sessions/s/undo",
+        "/sessions/s",
+        "/sessions/s/messages/0",
+        "/sessions/s/export?format=json",
+    ] {
+        put(&storage, "s", SessionMeta::new(), &exchange()).await;
+        let reply = send(&app, get(path)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{path}: {}",
+            reply.body
+        );
+        assert!(reply.body.contains("No session"), "{path}: {}", reply.body);
+    }
 }

@@ -28,7 +28,7 @@ use fusion::{ChatMessage, Error};
 
 use super::busy::{claim_idle, no_turn_running};
 use super::form::FormFields;
-use super::request::existing;
+use super::request::{existing, not_stored};
 use crate::claims::Work;
 use crate::html::undo::ConfirmUndo;
 use crate::html::{PageError, render};
@@ -43,6 +43,10 @@ pub(crate) async fn confirm(
     let info = existing(state.storage.as_ref(), &id).await?;
     no_turn_running(&state, &id, Work::Undoing)?;
     let (history, revision) = read(&state, &id).await?;
+    if !revision.exists() {
+        // Deleted since its facts were read: not a session without a turn (a 400).
+        return Err(not_stored(&id));
+    }
     let turn = last_turn(&id, &history)?;
     Ok(render(
         StatusCode::OK,
