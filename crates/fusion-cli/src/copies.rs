@@ -20,6 +20,26 @@ use fusion::storage::{
 use crate::store::Views;
 use crate::time;
 
+/// `err`, the error of the write `change` of a copy of a source of `source_len` messages
+/// (a creation or a replacement writes them all, an extension the last of them), with
+/// "cannot write the target" before it; for a message the target refused, which the
+/// storage names by its place in the write ("message 2 (index 1) of the write"), its
+/// place in the source too.
+pub fn refused_in_copy(err: fusion::Error, source_len: usize, change: Change<'_>) -> anyhow::Error {
+    let first = match change {
+        Change::Append(written) => source_len - written.len(),
+        _ => 0,
+    };
+    let context = match &err {
+        fusion::Error::InvalidMessage { index, .. } => format!(
+            "cannot write the target: it refused the source's message {}",
+            first + index + 1
+        ),
+        _ => "cannot write the target".to_string(),
+    };
+    anyhow::Error::new(err).context(context)
+}
+
 /// How many times [`write_once`] makes a write whose reply was lost and that the read back
 /// found had not applied: each such loss is a connection dropped in the instant of the
 /// write, so more than a few in a row mean a storage better reported than insisted on.

@@ -306,7 +306,7 @@ async fn migrate_one(
             // Another writer changed the target since it was read; nothing was written.
             // Read it again: what it holds now decides.
             Err(fusion::Error::Conflict { .. }) => continue,
-            Err(err) => return Err(err).context("cannot write the target"),
+            Err(err) => return Err(copies::refused_in_copy(err, source.len(), change)),
         }
     }
     bail!(

@@ -312,3 +312,47 @@ async fn a_forced_replace_on_a_backend_without_generations_keeps_a_message_appen
         );
     }
 }
+
+/// A target that refuses the second message of every write, as a storage refuses one it
+/// could not read back.
+struct RefusesSecondMessage(InMemoryStorage);
+
+#[async_trait::async_trait]
+impl Intercept for RefusesSecondMessage {
+    fn inner(&self) -> &dyn ConversationStorage {
+        &self.0
+    }
+
+    async fn write_if(&self, id: &str, _: Expect, _: Change<'_>) -> fusion::Result<u64> {
+        Err(fusion::Error::InvalidMessage {
+            backend: "test",
+            session_id: id.to_string(),
+            index: 1,
+            detail: "refused".into(),
+        })
+    }
+}
+
+/// A message the target refuses while an extension is written is named by its place in
+/// the source: the storage's "message 2 (index 1) of the write" counts from the first
+/// message the target lacked, which is the source's third here.
+#[tokio::test]
+async fn a_message_the_target_refuses_is_named_by_its_place_in_the_source() {
+    let source = InMemoryStorage::new();
+    let history = [conversation(), conversation()].concat();
+    source.append("s", &history).await.unwrap();
+    let target = Arc::new(Intercepted(RefusesSecondMessage(InMemoryStorage::new())));
+    target.0.0.append("s", &history[..1]).await.unwrap();
+
+    let err = migrate_one(&source, &views(target), "s", &args())
+        .await
+        .unwrap_err();
+    let said = crate::one_line(&err);
+    assert!(
+        said.starts_with(
+            "cannot write the target: it refused the source's message 3: test: \
+                          refused to store message 2 (index 1) of the write"
+        ),
+        "{said}"
+    );
+}
