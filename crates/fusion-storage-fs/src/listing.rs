@@ -86,7 +86,14 @@ impl Lister<'_> {
                     dir = %self.at.dir.display(),
                     "the session index is damaged; rebuilding it from the session files"
                 );
-                self.at.index.invalidate()?;
+                match self.at.index.invalidate() {
+                    // No index can be rebuilt here (a read-only directory): read every
+                    // session, as `try_page` does where none can be opened.
+                    Err(Error::Io { source, .. }) if is_unwritable(&source) => {
+                        return query.page_of(self.scan_infos()?);
+                    }
+                    other => other?,
+                }
                 self.try_page(query)?.ok_or_else(|| Error::Backend {
                     backend: BACKEND,
                     message: "the session index is still damaged after a rebuild".into(),

@@ -70,6 +70,58 @@ async fn a_read_only_directory_is_listed_newest_first_though_a_session_lost_its_
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// The directory to list in `child_lists_without_journals_when_asked`.
+const NO_JOURNALS_ENV: &str = "FUSION_FS_TEST_READ_ONLY_NO_JOURNALS_DIR";
+
+#[tokio::test]
+async fn child_lists_without_journals_when_asked() {
+    let Ok(dir) = std::env::var(NO_JOURNALS_ENV) else {
+        return;
+    };
+    assert_eq!(newest_first(Path::new(&dir)).await, ["c", "b", "a"]);
+}
+
+/// A read-only directory whose index lost its live journals' directory (removed by hand;
+/// or built by an earlier version and not written since), which the listing takes for
+/// damaged but cannot rebuild there, is listed from its sessions, as one whose index cannot
+/// be opened: not refused because the rebuild could not mark the index.
+#[tokio::test]
+async fn a_read_only_directory_whose_index_lost_its_journals_is_listed_from_its_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("archive");
+    let storage = FileSystemStorage::new(&dir);
+    for id in ["a", "b", "c"] {
+        storage.append(id, &[ChatMessage::user(id)]).await.unwrap();
+    }
+    drop(storage);
+    let index = dir.join(".fusion-index");
+    std::fs::remove_dir_all(index.join("live")).unwrap();
+    let read_only = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let files: Vec<_> = walk(&dir).into_iter().filter(|p| p.is_file()).collect();
+    for file in &files {
+        read_only(file, 0o444);
+    }
+    read_only(&index, 0o555);
+    read_only(&dir, 0o555);
+    if running_as_root() {
+        // Root writes anywhere: `nobody` lists it, reaching it through the temporary
+        // directory, and owns nothing there.
+        read_only(tmp.path(), 0o755);
+        let dir = dir.to_str().expect("a temp dir's path is UTF-8");
+        run_test_in_child(
+            "child_lists_without_journals_when_asked",
+            NO_JOURNALS_ENV,
+            dir,
+        );
+    } else {
+        assert_eq!(newest_first(&dir).await, ["c", "b", "a"]);
+    }
+    read_only(&dir, 0o755);
+    read_only(&index, 0o755);
+}
+
 /// Every file and directory under `dir`, not `dir` itself.
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
