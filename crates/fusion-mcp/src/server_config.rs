@@ -26,10 +26,14 @@ impl McpServerConfig {
     /// `npx -y @modelcontextprotocol/server-filesystem ./docs`, quotes allowed (see
     /// [`StdioServerConfig`]). A single `http://` or `https://` URL is an HTTP server.
     ///
-    /// Fails with [`Error::Config`] on an empty line or an unterminated quote.
+    /// Fails with [`Error::Config`] on an empty line or an unterminated quote, quoting the
+    /// line as [`StdioServerConfig::display_command`] shows a command.
     pub fn command_line(line: &str) -> Result<Self> {
-        let words = command_line::split(line)
-            .map_err(|e| Error::Config(format!("MCP server command `{line}`: {e}")))?;
+        let words = command_line::split(line).map_err(|e| {
+            // Not split into words: each space-separated piece is shown as an argument.
+            let pieces: Vec<String> = line.split(' ').map(shown_argument).collect();
+            Error::Config(format!("MCP server command `{}`: {e}", pieces.join(" ")))
+        })?;
         match words.as_slice() {
             [] => Err(Error::Config("MCP server command is empty".to_owned())),
             [url] if url.starts_with("http://") || url.starts_with("https://") => {
@@ -169,10 +173,15 @@ impl StdioServerConfig {
     pub fn display_command(&self) -> String {
         std::iter::once(self.command.as_str())
             .chain(self.args.iter().map(String::as_str))
-            .map(|word| shown(&without_url_secrets(word)))
+            .map(shown_argument)
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// A word of a command line for a message: a URL's secrets hidden, then [`shown`].
+fn shown_argument(word: &str) -> String {
+    shown(&without_url_secrets(word))
 }
 
 /// `arg` with the password and query values of a URL in it hidden; as it is without one.
@@ -341,5 +350,24 @@ mod tests {
             !debug.contains("t0ken") && debug.contains("db/x"),
             "{debug}"
         );
+    }
+
+    /// Found by a review: a command line that could not be split into words (an
+    /// unterminated quote) was quoted as written in its error, so the URL a database
+    /// server takes showed its password there, and a control character in the line reached
+    /// the terminal, where the messages naming a started command hide and escape both.
+    #[test]
+    fn a_command_line_that_cannot_be_split_is_quoted_without_its_secrets() {
+        let line = "npx -y server-postgres 'postgresql://app:s3cret@db/x?password=other \x1b[2J";
+        let err = McpServerConfig::command_line(line).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "`npx -y server-postgres 'postgresql://app:***@db/x?password=*** \\u{1b}[2J`"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("unterminated single quote"), "{err}");
+        assert!(!err.contains("s3cret") && !err.contains("other"), "{err}");
+        assert!(!err.contains('\x1b'), "{err}");
     }
 }
