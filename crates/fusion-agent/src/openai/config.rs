@@ -236,15 +236,15 @@ impl OpenAiConfig {
     /// Off, an id goes back as the server gave it, `functions.read_file:0` as Kimi K2
     /// writes them included: K2's chat template renders those ids as the headers of the
     /// calls the model reads, so servers running K2 natively (Moonshot, vLLM, SGLang,
-    /// llama.cpp) need them as they were. On, an id other than 9 letters and digits (as
-    /// Mistral writes them) is sent as 9 letters and digits written from a hash of it,
-    /// the same in every request, the one form all these endpoints take where they refuse
-    /// others with a 400: Mistral's, and servers running Mistral's chat template (exactly
-    /// 9 of `[a-zA-Z0-9]`), Anthropic's OpenAI-compatible one (`tool_use.id` must match
-    /// `^[a-zA-Z0-9_-]+$`), OpenAI's (at most 40 characters). Such a refusal while this is
-    /// off says to turn it on. Storage keeps ids as written either way, so a session moves
-    /// between servers, and this setting, freely; tool names the servers refuse are always
-    /// sent mapped.
+    /// llama.cpp) need them as they were. On, every id is sent as 9 letters and digits
+    /// written from a hash of it (Mistral's own too, so that no two ids of a session are
+    /// sent alike), the same in every request: the one form all these endpoints take
+    /// where they refuse others with a 400: Mistral's, and servers running Mistral's chat
+    /// template (exactly 9 of `[a-zA-Z0-9]`), Anthropic's OpenAI-compatible one
+    /// (`tool_use.id` must match `^[a-zA-Z0-9_-]+$`), OpenAI's (at most 40 characters).
+    /// Such a refusal while this is off says to turn it on. Storage keeps ids as written
+    /// either way, so a session moves between servers, and this setting, freely; tool
+    /// names the servers refuse are always sent mapped.
     pub fn portable_call_ids(mut self, portable: bool) -> Self {
         self.portable_call_ids = portable;
         self

@@ -7,7 +7,7 @@
 use fusion_core::Error;
 use reqwest::StatusCode;
 
-use super::sendable::{CallIds, allowed, sendable_call_id, taken_but_by_mistral};
+use super::sendable::{CallIds, allowed, has_portable_form, taken_but_by_mistral};
 use crate::llm::ChatRequest;
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
@@ -138,12 +138,13 @@ pub(super) fn explain_refused_call_ids(
         })
         .collect();
     // Mistral's refusal states its rule ("must be a-z, A-Z, 0-9, with a length of 9"),
-    // under which only a portable id is taken; other servers take OpenAI's `call_...`,
-    // which OpenAI's own refusals quote for other reasons (a call left unanswered).
+    // under which only an id of the portable form is taken; other servers take OpenAI's
+    // `call_...`, which OpenAI's own refusals quote for other reasons (a call left
+    // unanswered).
     let mistral_rule = message.contains("length of 9");
     let portable = |id: &str| {
         if mistral_rule {
-            sendable_call_id(id) == id
+            has_portable_form(id)
         } else {
             taken_but_by_mistral(id)
         }

@@ -108,15 +108,14 @@ impl CallIds {
     pub(super) fn send(self, id: &str) -> Cow<'_, str> {
         match self {
             Self::AsStored => Cow::Borrowed(id),
-            Self::Portable => sendable_call_id(id),
+            Self::Portable => Cow::Owned(sendable_call_id(id)),
         }
     }
 }
 
 /// The id a stored call, and the result answering it, are sent with under
-/// [`CallIds::Portable`]: the stored id when it is 9 of `[a-zA-Z0-9]` (as Mistral writes
-/// them), else 9 of those characters written from the FNV-1a hash of the whole id, the
-/// same for the call and its result, in every request and every process.
+/// [`CallIds::Portable`]: 9 of `[a-zA-Z0-9]` written from the FNV-1a hash of the whole
+/// id, the same for the call and its result, in every request and every process.
 ///
 /// Storage keeps the id as the server gave it (`functions.read_file:0` from Kimi models,
 /// `call_...` from OpenAI, `toolu_...` from Anthropic, a long one from a gateway), but
@@ -126,10 +125,12 @@ impl CallIds {
 /// the id is kept, as 9 characters leave no room for one beside a hash. Two ids of one
 /// conversation are sent alike only when their hashes agree in 9 base-62 digits (about 1
 /// in 10^16 per pair).
-pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
-    if id.len() == PORTABLE_ID_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Cow::Borrowed(id);
-    }
+///
+/// An id already of that form (Mistral's own) is hashed too: kept as it is, it could be
+/// the form sent for another id of the session, which a model that writes its calls' ids
+/// copies when it repeats a call as the request showed it; storage keeps the copy (no
+/// stored call has that id), and the two calls would go under one id in every request.
+pub(super) fn sendable_call_id(id: &str) -> String {
     const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     let mut hash = fusion_core::fnv1a(id.as_bytes());
     let mut sent = String::with_capacity(PORTABLE_ID_CHARS);
@@ -137,7 +138,13 @@ pub(super) fn sendable_call_id(id: &str) -> Cow<'_, str> {
         sent.push(char::from(DIGITS[(hash % 62) as usize]));
         hash /= 62;
     }
-    Cow::Owned(sent)
+    sent
+}
+
+/// Whether `id` has the form of a portable id, the one Mistral's endpoint takes: exactly
+/// 9 of `[a-zA-Z0-9]`.
+pub(super) fn has_portable_form(id: &str) -> bool {
+    id.len() == PORTABLE_ID_CHARS && id.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Whether servers other than Mistral's take `id` as it is: 1 to 40 characters of
@@ -313,22 +320,17 @@ mod tests {
             "aB3dE5gH",
             "aB3dE5gH7x",
         ];
-        let sent: Vec<String> = ids.iter().map(|id| sendable_call_id(id).into()).collect();
+        let sent: Vec<String> = ids.iter().map(|id| sendable_call_id(id)).collect();
         for (i, id) in sent.iter().enumerate() {
-            assert_eq!(id.len(), PORTABLE_ID_CHARS, "{:?} sent as {id:?}", ids[i]);
-            assert!(
-                id.bytes().all(|b| b.is_ascii_alphanumeric()),
-                "{:?} sent as {id:?}",
-                ids[i]
-            );
+            assert!(has_portable_form(id), "{:?} sent as {id:?}", ids[i]);
             assert!(taken_but_by_mistral(id), "Anthropic and OpenAI take {id:?}");
             assert_eq!(sendable_call_id(ids[i]), *id, "the same every time");
             for other in &sent[i + 1..] {
                 assert_ne!(id, other);
             }
         }
-        // Mistral's own ids go as they are; the rest are a hash, not a prefix of them.
-        assert_eq!(sendable_call_id("aB3dE5gH7"), "aB3dE5gH7");
+        // Every id is a hash, not a prefix of it; Mistral's own too (see below).
+        assert!(has_portable_form(ids[11]) && sent[11] != ids[11]);
         assert_ne!(sent[7], "call_fusi");
         assert_eq!(CallIds::Portable.send(ids[0]), sent[0]);
     }
