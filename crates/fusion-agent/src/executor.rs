@@ -82,7 +82,8 @@ pub struct ToolOutcome {
     pub tool: String,
     /// The arguments exactly as the model sent them.
     pub arguments: String,
-    /// What the model is shown: the tool's output, or an `Error: ...` explanation.
+    /// What the model is shown: the tool's output, or an `Error: ...` explanation, cut to
+    /// [`ExecutorConfig::max_output_bytes`] when longer.
     pub output: String,
     /// Whether the tool ran and returned `Ok`.
     pub success: bool,

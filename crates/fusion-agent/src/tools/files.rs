@@ -46,6 +46,11 @@ impl ReadFile {
     }
 
     /// Caps what one call returns at `max_bytes`; longer files are cut, and the output says so.
+    ///
+    /// The executor bounds every call's output too
+    /// ([`ExecutorConfig::max_output_bytes`](crate::ExecutorConfig::max_output_bytes), by
+    /// default [`DEFAULT_MAX_READ_BYTES`] and room for this tool's note): a cap past that
+    /// bound is cut again there, to the start and the end of what was read, so raise both.
     pub fn max_bytes(mut self, max_bytes: usize) -> Self {
         self.max_bytes = max_bytes;
         self

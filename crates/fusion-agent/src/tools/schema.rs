@@ -6,8 +6,9 @@
 //! property, a number sent as a string), and a tool still validates what it relies on.
 //! Checked: the arguments are an object when the schema says `"type": "object"` or has
 //! `properties`; every `required` property is present; each declared property has one of
-//! its declared `type`s and, when given, one of its `enum` values; with
-//! `"additionalProperties": false`, no undeclared property appears.
+//! its declared `type`s and, when given, one of its `enum` values (numbers compared by
+//! value, as JSON Schema does: `2.0` is `2`); with `"additionalProperties": false`, no
+//! undeclared property appears.
 
 use serde_json::{Map, Value};
 

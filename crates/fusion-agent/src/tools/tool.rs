@@ -35,7 +35,11 @@ pub trait Tool: Send + Sync {
         ToolEffects::UNKNOWN
     }
 
-    /// Runs the tool. The returned text is what the model sees.
+    /// Runs the tool. The returned text is what the model sees, as the session stores it:
+    /// a text longer than the executor's bound
+    /// ([`ExecutorConfig::max_output_bytes`](crate::ExecutorConfig::max_output_bytes)) keeps
+    /// its start and its end around a note, so a tool that can return more than a model
+    /// should read sets a smaller bound of its own, where it knows what to leave out.
     async fn call(&self, args: Value) -> Result<String>;
 }
 
