@@ -86,32 +86,42 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
 ];
 
 /// The scheme and the userinfo of `url` with its password hidden, and the rest of `url`
-/// (from the `@` on, or after the scheme when there is no userinfo).
+/// (from the `@` on, or after the scheme when there is no userinfo; for credentials that
+/// end past the first `?` or `#`, from the fragment on, what comes before it shown here).
 fn redact_userinfo(url: &str) -> (String, &str) {
-    let head_end = url.find('?').unwrap_or(url.len());
+    let head_end = url.find(['?', '#']).unwrap_or(url.len());
     let scheme_end = url[..head_end].find("://").map_or(0, |i| i + 3);
     let Some(at) = credentials_end(url, scheme_end, head_end) else {
         return (url[..scheme_end].to_string(), &url[scheme_end..]);
     };
+    // A user name running past the first `?` or `#` may end inside a query value
+    // (`?password=se:cret@x` shows nothing of `se`).
     let hidden = match url[scheme_end..at].split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None => "***".to_string(),
+        Some((user, _password)) if !user.contains(['?', '#']) => format!("{user}:***"),
+        _ => "***".to_string(),
     };
-    (format!("{}{hidden}", &url[..scheme_end]), &url[at..])
+    let shown = format!("{}{hidden}", &url[..scheme_end]);
+    if at < head_end {
+        return (shown, &url[at..]);
+    }
+    let (after, fragment) = shown_after_query_at(url, scheme_end, head_end, at);
+    (shown + &after, fragment)
 }
 
 /// The `@` that ends the credentials of `url` (after its scheme, which ends at
-/// `scheme_end`; its first `?` at `head_end`), if it has any.
+/// `scheme_end`; its first `?` or `#` at `head_end`), if it has any.
 ///
 /// A URL parser ends the userinfo at the last `@` before the first `/`, `?` or `#`; but a
 /// password is often written unescaped (`redis://:pa/ss@host`, `:p@ss?w@host`), and then
 /// the parser's userinfo is only the start of it. So everything before the last `@` of
 /// the URL counts as credentials: over-hiding an `@` in a path or a query is harmless,
-/// while showing the rest of a password is not. The one `@` passed over is one in the
-/// value of a query parameter whose value is shown (`?user=a@b`) when an `@` before the
-/// first `?` already ends a userinfo (`postgres://u:p@h/db?user=a@b`); without one, the
-/// host of such a URL is hidden too (`postgres://h/db?user=a@b` shows as
-/// `postgres://***@b`), since the `?` may be part of a password.
+/// while showing the rest of a password is not (what follows an `@` past the first `?`
+/// is shown as safe for both readings, [`shown_after_query_at`]). The one `@` passed
+/// over is one in the value of a query parameter whose value is shown (`?user=a@b`)
+/// when an `@` before the first `?` already ends a userinfo
+/// (`postgres://u:p@h/db?user=a@b`); without one, the host of such a URL is hidden too
+/// (`postgres://h/db?user=a@b` shows as `postgres://***@b`), since the `?` may be part
+/// of a password.
 fn credentials_end(url: &str, scheme_end: usize, head_end: usize) -> Option<usize> {
     let last = scheme_end + url[scheme_end..].rfind('@')?;
     if last < head_end {
@@ -120,16 +130,87 @@ fn credentials_end(url: &str, scheme_end: usize, head_end: usize) -> Option<usiz
     let in_head = url[scheme_end..head_end]
         .rfind('@')
         .map(|at| scheme_end + at);
-    let in_shown_value = || {
-        let piece = url[head_end + 1..last].rsplit('&').next().unwrap_or("");
-        piece
-            .split_once('=')
-            .is_some_and(|(key, _)| SHOWN_QUERY_KEYS.contains(&key))
-    };
+    let in_shown_value = || shown_key_value(query_piece_before(url, head_end, last));
     match in_head {
         Some(in_head) if in_shown_value() => Some(in_head),
         _ => Some(last),
     }
+}
+
+/// The piece of the query or fragment of `url` (which starts after `head_end`) that
+/// holds the `@` at `at`, up to that `@`.
+fn query_piece_before(url: &str, head_end: usize, at: usize) -> &str {
+    url[head_end + 1..at]
+        .rsplit(['&', '#'])
+        .next()
+        .unwrap_or("")
+}
+
+/// Whether `piece`, a query's `key=value`, is one whose value [`redact_url`] shows.
+fn shown_key_value(piece: &str) -> bool {
+    piece
+        .split_once('=')
+        .is_some_and(|(key, _)| SHOWN_QUERY_KEYS.contains(&key))
+}
+
+/// What follows credentials that end at the `@` at `at`, past the first `?` or `#` of
+/// `url` (at `head_end`), up to the fragment after it, shown; and the rest of `url` (that
+/// fragment, or nothing).
+///
+/// A URL parser reads that `@` as part of the query, where a URL may hold one unescaped
+/// (`postgres://u@h/db?password=p@ss&sslmode=require`), so what follows it may be the
+/// rest of a parameter's value and the parameters after it, not a host. It is shown as
+/// safe for both readings: up to the next `&`, hidden when it would end the value of a
+/// parameter whose value is hidden (and a parser would read the URL's start as a host:
+/// else no parser reads it so); shown as a host otherwise, its query hidden as any query
+/// is; and each `&` piece after it hidden as a query's.
+fn shown_after_query_at(
+    url: &str,
+    scheme_end: usize,
+    head_end: usize,
+    at: usize,
+) -> (String, &str) {
+    let query_end = url[at..].find('#').map_or(url.len(), |end| at + end);
+    let (value, pieces) = match url[at + 1..query_end].split_once('&') {
+        Some((value, pieces)) => (value, Some(pieces)),
+        None => (&url[at + 1..query_end], None),
+    };
+    let piece = query_piece_before(url, head_end, at);
+    let hidden_value = piece.contains('=')
+        && !shown_key_value(piece)
+        && starts_with_host_and_port(&url[scheme_end..]);
+    let mut shown = String::from("@");
+    match value.split_once('?') {
+        _ if hidden_value => shown.push_str("***"),
+        Some((host, query)) => {
+            shown.push_str(host);
+            shown.push('?');
+            shown.push_str(&redact_pairs(query));
+        }
+        None => shown.push_str(value),
+    }
+    if let Some(pieces) = pieces {
+        shown.push('&');
+        shown.push_str(&redact_pairs(pieces));
+    }
+    (shown, &url[query_end..])
+}
+
+/// Whether `after_scheme` starts with an authority a URL parser takes: up to its first
+/// `/`, `?` or `#`, a host (after a userinfo's last `@`) with an optional numeric port.
+fn starts_with_host_and_port(after_scheme: &str) -> bool {
+    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let port = match host.strip_prefix('[') {
+        // An IPv6 address: its colons are not a port's.
+        Some(bracketed) => bracketed
+            .split_once(']')
+            .and_then(|(_, after)| after.strip_prefix(':').or(after.is_empty().then_some(""))),
+        None => Some(host.split_once(':').map_or("", |(_, port)| port)),
+    };
+    port.is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Names whose value, after `=` or `:`, [`redact_text`] hides: credentials in a
@@ -361,13 +442,69 @@ mod tests {
             ("redis://:Xy@s3?cr3t@host:6379", "redis://:***@host:6379"),
             ("redis://u:a@s3/c?r3t@h/0?db=1", "redis://u:***@h/0?db=1"),
             ("rediss://Xy@s3?cr#3t@host", "rediss://***@host"),
-            // A value that is no shown query key's is read as part of the password.
-            ("redis://:a@s3?pw=cr3t@h/0", "redis://:***@h/0"),
+            // A value that is no shown query key's may be the password's part or the
+            // value's (`pw` of host `s3`): hidden either way.
+            ("redis://:a@s3?pw=cr3t@h/0", "redis://:***@***"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3"), "{url}");
         }
+    }
+
+    #[test]
+    fn a_query_value_holding_an_at_shows_nothing_of_itself_or_what_follows() {
+        // A URL may hold an `@` unescaped in a query value; the last `@` was taken to end
+        // the credentials and what followed it shown as a host, so the value's rest and
+        // every parameter after it showed (`postgres://u:***@y&password=s3cret`).
+        let cases = [
+            (
+                "postgres://u:p@h/db?options=x@y&password=s3cret",
+                "postgres://u:***@***&password=***",
+            ),
+            ("postgres://u@h/db?password=p@s3cret", "postgres://***@***"),
+            (
+                "postgres://u@h/db?password=p@s3cret&sslmode=require",
+                "postgres://***@***&sslmode=require",
+            ),
+            ("postgres://h/db?password=p@s3cret", "postgres://***@***"),
+            (
+                "postgres://h/db?user=a@b&password=s3cret",
+                "postgres://***@b&password=***",
+            ),
+            (
+                "postgres://u:p@h/db?options=-c%20x@s3cret",
+                "postgres://u:***@***",
+            ),
+            // The name before a `:` was shown as a user's.
+            ("postgres://h/db?password=s3:cret@x", "postgres://***@***"),
+            ("redis://h/0#pw=s3:cret@x", "redis://***@***"),
+            (
+                "redis://u:p@[::1]:6379/0?password=a@s3cret",
+                "redis://u:***@***",
+            ),
+            ("u:p@h/db?password=p@s3cret", "u:***@***"),
+            // A shown value's rest is shown, what follows it hidden as a query is.
+            ("redis://h:6379/0?user=a@b", "redis://h:***@b"),
+            (
+                "redis://h:6379/0?user=a@b/0?pw=s3cret",
+                "redis://h:***@b/0?pw=***",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+        for shown in [
+            "redis://[::1]:6379/0?db=1",
+            "postgres://h/db?sslmode=require",
+        ] {
+            assert_eq!(redact_url(shown), shown);
+        }
+        assert_eq!(
+            redact_url("postgres://h/db?password=x"),
+            "postgres://h/db?password=***"
+        );
     }
 
     #[test]
