@@ -483,6 +483,37 @@ fn circles(edges: &BTreeMap<Vec<String>, BTreeSet<(Vec<String>, usize)>>) -> Vec
 mod tests {
     use super::*;
 
+    /// `cargo package` leaves out every file outside a crate's folder, so a crate that
+    /// compiles one in (`#[path]`, `include!`) fails `cargo xtask ci`'s packaging, as
+    /// xtask did once it compiled fusion-core's `redact.rs` in.
+    #[test]
+    fn no_packaged_crate_compiles_a_file_from_outside_its_folder() {
+        let root = workspace_root();
+        let mut outside = Vec::new();
+        for path in repo_files(&root).unwrap() {
+            let parts: Vec<&str> = path.split('/').collect();
+            let folder_depth = if parts[0] == "crates" { 2 } else { 1 };
+            let folder = parts.iter().take(folder_depth).copied().collect::<Vec<_>>();
+            let packaged = root.join(folder.join("/")).join("Cargo.toml").is_file()
+                && !crate::NOT_PACKAGED.contains(folder.last().unwrap());
+            if !packaged || !path.ends_with(".rs") || parts.len() <= folder_depth {
+                continue;
+            }
+            // Folders between the crate's folder and the file, which `../` may climb.
+            let depth = parts.len() - folder_depth - 1;
+            let text = std::fs::read_to_string(root.join(&path)).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let compiles_in = ["#[path", "include!(", "include_str!(", "include_bytes!("]
+                    .iter()
+                    .any(|form| line.contains(form));
+                if compiles_in && relative_climbs(line).iter().any(|&c| c > depth) {
+                    outside.push(format!("{path}:{}", n + 1));
+                }
+            }
+        }
+        assert!(outside.is_empty(), "{outside:?}");
+    }
+
     fn segs(path: &str) -> Vec<String> {
         path.split("::").map(str::to_string).collect()
     }

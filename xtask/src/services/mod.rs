@@ -128,7 +128,8 @@ fn with_port(host_port: &str, default: u16) -> Option<String> {
 /// It is fusion-core's `redact_url` (so xtask hides a password as every error of the
 /// library does, one written unescaped with `/`, `?` or `@` in it too), compiled in from
 /// its source file, which needs nothing but std: xtask stays free of fusion-core's
-/// dependencies, and builds fast before every commit.
+/// dependencies, and builds fast before every commit. (Its package would leave that file
+/// out, so `cargo xtask ci` does not package xtask: `NOT_PACKAGED`.)
 #[path = "../../../crates/fusion-core/src/redact.rs"]
 #[allow(
     dead_code,
