@@ -31,7 +31,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, RetryMethod,
     Value,
@@ -122,6 +122,22 @@ impl Cluster {
                 Next::Now | Next::Stop => {}
             }
         }
+    }
+
+    /// The reply of every primary the client knows of to `cmd`, a read without keys,
+    /// by the node's address; a node's refusal is its reply (a [`Value::ServerError`]).
+    /// Sent again as this client sends a read (the storage's writes go through
+    /// [`for_writes`](Self::for_writes), not this one): a node whose connection dropped
+    /// fails the whole request, and the client reconnects it meanwhile.
+    pub(crate) async fn on_every_primary(&self, cmd: &Cmd) -> RedisResult<Vec<(String, Value)>> {
+        // No response policy: the client answers with each node's reply, by address.
+        let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        let attempt = |_: Option<Asking>| {
+            let (mut conn, cmd, routing) = (self.conn.clone(), cmd.clone(), routing.clone());
+            async move { conn.route_command(cmd, routing).await }.boxed()
+        };
+        let replies = self.send(false, attempt).await?;
+        Ok(redis::from_redis_value(replies)?)
     }
 
     /// Makes the client rebuild its slot map after `pipeline`, a transaction, met `MOVED`:

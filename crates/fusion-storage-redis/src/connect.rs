@@ -16,7 +16,7 @@ use crate::cluster::{Cluster, Direct};
 use crate::config::{RETRY_MAX_DELAY, RETRY_MIN_DELAY, RedisOptions};
 use crate::connection::Connection;
 use crate::error::{Op, no_connection, parse_redis_error};
-use crate::url_query;
+use crate::{settings, url_query};
 
 /// The port a node of a cluster URL without one listens on.
 const DEFAULT_PORT: u16 = 6379;
@@ -35,8 +35,8 @@ pub(crate) struct Opened {
     /// The server, or each seed node of a cluster: where a subscription to the changes
     /// channel connects (a cluster forwards every `PUBLISH` to every node).
     pub(crate) subscribe_to: Vec<redis::Client>,
-    /// The longest value the server takes (its `proto-max-bulk-len`), on one server whose
-    /// user may read it.
+    /// The longest value the server (every primary of a cluster) takes as one (its
+    /// `proto-max-bulk-len`, a cluster's smallest), where the user may read it.
     pub(crate) max_value: Option<usize>,
     /// Whether the read scripts go as `EVALSHA_RO` from the start: not on a server older
     /// than Redis 7, which lacks it (tried a minute later all the same, the server maybe
@@ -121,7 +121,7 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
         Ok(Err(err)) => return Err(parse_redis_error(err, op)),
         Err(_elapsed) => return Err(no_connection(op, budget)),
     };
-    let probed = match probe(conn.clone(), &redacted).await {
+    let probed = match probe(conn.clone(), &redacted, response_timeout(&options)).await {
         Ok(probed) => probed,
         Err(err) => return Err(parse_redis_error(err, op)),
     };
@@ -137,17 +137,19 @@ pub(crate) async fn open(url: &str, options: RedisOptions) -> Result<Opened> {
     })
 }
 
-/// What [`probe`] learnt of one server.
+/// What [`probe`] learnt of the server or cluster.
 #[derive(Debug, Default)]
 struct Probed {
-    /// The longest value it takes (`proto-max-bulk-len`), if the user may read it.
+    /// The longest value it takes (`proto-max-bulk-len`; a cluster's primaries', the
+    /// smallest), if the user may read it.
     max_value: Option<usize>,
-    /// Its major version, from `HELLO`, if it answered.
+    /// Its major version, from `HELLO`, if it answered (one server only).
     major_version: Option<u32>,
 }
 
 /// Fails if one server wants a password the URL does not give (`NOAUTH` to a `PING`);
-/// else returns the longest value it takes, if the user may read it, and its version.
+/// else returns the longest value the server (every primary of a cluster) takes, if the
+/// user may read it, and one server's version.
 ///
 /// Opening a connection sends no command that needs a password, so without the `PING`
 /// `connect` succeeds and the first call fails instead: a write with a protocol error, as
@@ -159,75 +161,48 @@ struct Probed {
 /// The longest value (`proto-max-bulk-len`) lets a write refuse a message over it before
 /// sending it: the server answers one with an error and closes the connection while the
 /// client is still sending, which the client may see as a reset connection (retryable,
-/// wrongly) instead of the refusal. Managed services often refuse `CONFIG`: then the
-/// server's refusal is all there is.
+/// wrongly) instead of the refusal. A cluster's is the smallest of its primaries' (see
+/// `settings.rs`). Managed services often refuse `CONFIG`: then the server's refusal is
+/// all there is. The same read warns about an evicting `maxmemory-policy`.
 ///
-/// The same read warns about an evicting `maxmemory-policy` (`allkeys-*`), which drops
-/// sessions' keys and index entries when memory runs out (see the README's "Server
-/// states"): nothing else would tell, until sessions are missing.
-///
-/// The version (`HELLO` without arguments, which changes nothing, in the same pipeline)
-/// says whether the read scripts may go as `EVALSHA_RO` (Redis 7), which `CLIENT PAUSE
-/// WRITE` does not hold, where it holds every `EVALSHA`.
-async fn probe(conn: Connection, redacted: &str) -> redis::RedisResult<Probed> {
-    let Connection::Single(mut conn) = conn else {
-        return Ok(Probed::default());
+/// The version (`HELLO` without arguments, which changes nothing) says whether the read
+/// scripts may go as `EVALSHA_RO` (Redis 7), which `CLIENT PAUSE WRITE` does not hold,
+/// where it holds every `EVALSHA`. The configuration is read for at most `limit`.
+async fn probe(conn: Connection, redacted: &str, limit: Duration) -> redis::RedisResult<Probed> {
+    let mut major_version = None;
+    if let Connection::Single(mut server) = conn.clone() {
+        match redis::cmd("PING")
+            .query_async::<redis::Value>(&mut server)
+            .await
+        {
+            Err(err) if err.code() == Some("NOAUTH") => return Err(err),
+            Err(_) => return Ok(Probed::default()),
+            Ok(_) => {}
+        }
+        major_version = redis::cmd("HELLO")
+            .query_async(&mut server)
+            .await
+            .ok()
+            .and_then(major_version_of);
+    }
+    // Nothing read is no failure: the writes meet the servers' own refusals instead. No
+    // longer than a reply may take: a cluster sends it again while a primary is out of
+    // reach.
+    let reading = settings::read(&conn, &settings::AT_CONNECT);
+    let nodes = match tokio::time::timeout(limit, reading).await {
+        Ok(Ok(nodes)) => nodes,
+        Ok(Err(_)) | Err(_) => Vec::new(),
     };
-    match redis::cmd("PING")
-        .query_async::<redis::Value>(&mut conn)
-        .await
-    {
-        Err(err) if err.code() == Some("NOAUTH") => return Err(err),
-        Err(_) => return Ok(Probed::default()),
-        Ok(_) => {}
-    }
-    // One `CONFIG GET` per parameter (Redis 6 takes one a call), each read on its own: a
-    // server that lets the user read some parameters and not others gives what it can.
-    let parameters = ["proto-max-bulk-len", "maxmemory", "maxmemory-policy"];
-    let mut config = redis::pipe();
-    for parameter in parameters {
-        config.cmd("CONFIG").arg("GET").arg(parameter);
-    }
-    config.cmd("HELLO");
-    type Settings = std::collections::HashMap<String, String>;
-    let Ok(mut read) = config
-        .ignore_errors()
-        .query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn)
-        .await
-    else {
-        return Ok(Probed::default());
-    };
-    let hello = read.pop().and_then(Result::ok);
-    let settings: Settings = read
-        .into_iter()
-        .flatten()
-        .flat_map(redis::from_redis_value::<Settings>)
-        .flatten()
-        .collect();
-    // Without a `maxmemory` (0) the policy never applies.
-    let bounded = settings.get("maxmemory").is_some_and(|bytes| bytes != "0");
-    if let Some(policy) = settings
-        .get("maxmemory-policy")
-        .filter(|policy| bounded && policy.starts_with("allkeys-"))
-    {
-        tracing::warn!(
-            url = %redacted,
-            "the Redis server evicts any key when its memory runs out (maxmemory-policy \
-             {policy}): sessions may lose their messages, metadata or place in listings; \
-             use noeviction (fusion-storage-redis README, \"Server states\")"
-        );
-    }
+    settings::warn_if_evicting(&nodes, redacted);
     Ok(Probed {
-        max_value: settings
-            .get("proto-max-bulk-len")
-            .and_then(|limit| limit.parse().ok()),
-        major_version: hello.and_then(major_version),
+        max_value: settings::smallest_limit(&nodes),
+        major_version,
     })
 }
 
 /// The major version in a `HELLO` reply: a map (RESP3) or its pairs in a row (RESP2),
 /// whose `version` is `7.0.15`, say.
-fn major_version(hello: redis::Value) -> Option<u32> {
+fn major_version_of(hello: redis::Value) -> Option<u32> {
     let fields: Vec<(String, redis::Value)> = match hello {
         redis::Value::Map(pairs) => redis::from_redis_value(redis::Value::Map(pairs)).ok()?,
         flat => {
@@ -424,14 +399,14 @@ mod tests {
             text("proto"),
             Value::Int(2),
         ]);
-        assert_eq!(major_version(resp2), Some(7));
+        assert_eq!(major_version_of(resp2), Some(7));
         let resp3 = Value::Map(vec![
             (text("server"), text("redis")),
             (text("version"), text("6.2.14")),
         ]);
-        assert_eq!(major_version(resp3), Some(6));
-        assert_eq!(major_version(Value::Array(vec![text("server")])), None);
-        assert_eq!(major_version(Value::Nil), None);
+        assert_eq!(major_version_of(resp3), Some(6));
+        assert_eq!(major_version_of(Value::Array(vec![text("server")])), None);
+        assert_eq!(major_version_of(Value::Nil), None);
     }
 
     #[test]

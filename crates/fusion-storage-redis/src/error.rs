@@ -237,19 +237,14 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
             format!("{op}: connection to the server failed or was lost ({err})"),
             true,
         ),
-        _ if err
-            .to_string()
-            .contains("Protocol error: invalid bulk length") =>
-        {
-            (
-                format!(
-                    "{op}: a message is larger than the server accepts as one value (its \
+        _ if is_value_too_long(&err) => (
+            format!(
+                "{op}: a message is larger than the server accepts as one value (its \
                  `proto-max-bulk-len`, 512 MB unless configured lower); nothing was written: \
                  raise that limit or store smaller messages ({err})"
-                ),
-                false,
-            )
-        }
+            ),
+            false,
+        ),
         _ if err.kind() == ErrorKind::Parse => (
             format!(
                 "{op}: the reply is not Redis protocol; is that port a Redis server, and does \
@@ -263,6 +258,14 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
         _ => (format!("{op}: {err}"), false),
     };
     Error::backend(BACKEND, message, retryable, err)
+}
+
+/// Whether the server refused a command for a value longer than it takes as one (its
+/// `proto-max-bulk-len`): the reply it sends before closing the connection, when the
+/// client reads it before the close.
+pub(crate) fn is_value_too_long(err: &RedisError) -> bool {
+    err.to_string()
+        .contains("Protocol error: invalid bulk length")
 }
 
 /// Whether the server refused a command for lack of memory (`OOM`, also from inside a

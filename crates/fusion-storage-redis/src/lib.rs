@@ -40,6 +40,7 @@ mod connection;
 mod error;
 mod keys;
 mod scripts;
+mod settings;
 mod storage;
 mod stored;
 mod url_query;

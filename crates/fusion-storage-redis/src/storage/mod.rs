@@ -49,6 +49,7 @@ use crate::connection::{Connection, Request};
 use crate::error::{BACKEND, Op, corrupt_element, no_connection, parse_redis_error};
 use crate::keys::Keys;
 use crate::scripts;
+use crate::settings::ValueLimit;
 use crate::stored::is_past;
 
 /// Conversation storage on Redis: one LIST and one HASH per session, sorted sets indexing
@@ -95,9 +96,10 @@ pub struct RedisStorage {
     /// the bound of a prune's look-again call, upkeep that waits for a busy node as any
     /// request does, but not for the retries of one that does not answer (`forget.rs`).
     response_timeout: Duration,
-    /// The longest value the server takes, if known: a longer message is refused before
-    /// it is sent (`write.rs`).
-    max_value: Option<usize>,
+    /// The longest value the server (every primary of a cluster) takes, if known: a
+    /// longer message is refused before it is sent (`write.rs`). Shared by the clones, and
+    /// read again after a write's connection dropped (`settings.rs`).
+    max_value: Arc<ValueLimit>,
     /// Whether the write scripts publish each change (`RedisOptions::publish_changes`).
     publish_changes: bool,
     /// Where [`subscribe_changes`](Self::subscribe_changes) connects: the server, or each
@@ -182,7 +184,7 @@ impl RedisStorage {
             publish_changes: options.publish_changes,
             subscribe_to: opened.subscribe_to.into(),
             reopen: Arc::default(),
-            max_value: opened.max_value,
+            max_value: Arc::new(ValueLimit::new(opened.max_value)),
             read_only_scripts: Arc::new(read_only::ReadOnlyScripts::new(
                 read_only::Clock::system(),
                 opened.read_only_scripts,

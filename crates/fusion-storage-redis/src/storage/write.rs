@@ -15,7 +15,7 @@ use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 use super::upkeep::within;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
-use crate::error::{BACKEND, Op, parse_redis_error};
+use crate::error::{BACKEND, Op, is_value_too_long, parse_redis_error};
 use crate::scripts::{self, Lua};
 
 impl RedisStorage {
@@ -129,11 +129,11 @@ impl RedisStorage {
     }
 
     /// Refuses a write whose `count` messages, the last arguments of `call`, hold one
-    /// larger than the server takes as one value: sent, it would be refused with the
-    /// connection closed mid-request, which may reach us as a reset (see
-    /// `connect::probe`).
+    /// larger than the server (any primary of a cluster) takes as one value: sent, it
+    /// would be refused with the connection closed mid-request, which may reach us as a
+    /// reset (see `connect::probe`).
     fn check_value_sizes(&self, id: &str, call: &Cmd, count: usize) -> Result<()> {
-        let Some(limit) = self.max_value else {
+        let Some(limit) = self.max_value.get() else {
             return Ok(());
         };
         let args = call.args_iter();
@@ -152,11 +152,20 @@ impl RedisStorage {
                 backend: BACKEND,
                 session_id: id.to_string(),
                 index,
-                detail: format!(
-                    "its JSON is {size} bytes, more than the Redis server at {} takes as one \
-                     value (its `proto-max-bulk-len`, {limit} bytes)",
-                    self.url
-                ),
+                detail: if self.conn.is_cluster() {
+                    format!(
+                        "its JSON is {size} bytes, more than a primary of the Redis Cluster at \
+                         {} takes as one value (the smallest `proto-max-bulk-len` of its \
+                         primaries, {limit} bytes; a session's slot may move to any of them)",
+                        self.url
+                    )
+                } else {
+                    format!(
+                        "its JSON is {size} bytes, more than the Redis server at {} takes as \
+                         one value (its `proto-max-bulk-len`, {limit} bytes)",
+                        self.url
+                    )
+                },
             }),
         }
     }
@@ -229,14 +238,46 @@ impl RedisStorage {
         op: Op<'_>,
         keys: &[&str],
     ) -> Result<T> {
-        let unheard = match self.run_script(script, call).await {
+        let (unheard, over_limit, applied) = match self.run_script(script, call).await {
             Ok(acked) => match self.acknowledged(acked, op) {
                 Ok(value) => return Ok(value),
-                Err(short) => short,
+                Err(short) => (short, false, true),
             },
-            Err(err) if may_have_applied(&err) => parse_redis_error(err, op.on_keys(keys)),
-            Err(err) => return Err(parse_redis_error(err, op.on_keys(keys))),
+            Err(err) => {
+                // A value over a node's limit: the node refuses it and closes the
+                // connection, and the client meets either.
+                let dropped = may_have_applied(&err) && !err.is_timeout();
+                let over_limit = dropped || is_value_too_long(&err);
+                let applied = may_have_applied(&err);
+                (
+                    parse_redis_error(err, op.on_keys(keys)),
+                    over_limit,
+                    applied,
+                )
+            }
         };
+        // Where the value may have been over a node's limit (a primary that joined the
+        // cluster since connect, or a limit lowered since), the limit is read again, so
+        // that this write's retry is refused before it is sent. Beside the repair, for
+        // no longer than it.
+        let limit = async {
+            if over_limit {
+                let reading = self.max_value.read_again(&self.conn);
+                let _ = tokio::time::timeout(self.response_timeout, reading).await;
+            }
+        };
+        let repair = async {
+            if applied {
+                self.repair_after_unheard(op).await;
+            }
+        };
+        futures::future::join(limit, repair).await;
+        Err(unheard)
+    }
+
+    /// The repair of [`run_write`](Self::run_write) on a cluster: the indexes of the
+    /// session of `op`, whose write may have applied unheard, sent as it is stored.
+    async fn repair_after_unheard(&self, op: Op<'_>) {
         if let (true, Some(id)) = (self.conn.is_cluster(), op.session_id) {
             // Not waiting for the replicas (the write's error is returned whatever they
             // say), nor longer than a reply may take: a node that does not answer the
@@ -255,7 +296,6 @@ impl RedisStorage {
                 );
             }
         }
-        Err(unheard)
     }
 
     /// Sends `request`, a command or a pipeline whose one reply that is not ignored is a

@@ -1,6 +1,6 @@
 //! `redis-server` as a node of a throwaway cluster a test starts itself.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::process::Command;
@@ -23,4 +23,14 @@ pub fn command(binary: &Path, port: u16, bus_port: u16, dir: &Path) -> Command {
         .stderr(Stdio::null())
         .kill_on_drop(true);
     command
+}
+
+/// An empty directory for the files of the node on `port`, named after `kind`. A run
+/// killed before its nodes were dropped left theirs: a `nodes.conf` there would make the
+/// node rejoin that cluster.
+pub fn fresh_dir(kind: &str, port: u16) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{kind}-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("creating the node's directory");
+    dir
 }

@@ -364,7 +364,58 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// A disposable `redis-server` on a loopback port of its own ([`reserve_port`]), without
+/// A port of 127.0.0.1 for a server a test starts, its own while this lives: reserved
+/// ([`reserve_port`]), or the next free one of the range `FUSION_REDIS_TEST_PORTS` names
+/// (`35000-35199`), for a machine that leaves these tests only those ports.
+pub struct TestPort {
+    pub port: u16,
+    _reserved: Option<ReservedPort>,
+}
+
+/// The environment variable naming the ports, `LOW-HIGH` inclusive, that the servers
+/// these tests start take, instead of reserved ones.
+pub const TEST_PORTS: &str = "FUSION_REDIS_TEST_PORTS";
+
+/// A [`TestPort`]. From a range, ports go in turn (the tests of one binary run side by
+/// side; the binaries one after another), each skipped while something listens on it.
+///
+/// # Panics
+///
+/// When the range is malformed, or no port of it is free.
+pub fn test_port() -> TestPort {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static TAKEN: AtomicU16 = AtomicU16::new(0);
+    let Some(range) = env_url(TEST_PORTS) else {
+        let reserved = reserve_port();
+        return TestPort {
+            port: reserved.port,
+            _reserved: Some(reserved),
+        };
+    };
+    let bounds = range.split_once('-').and_then(|(low, high)| {
+        Some((
+            low.trim().parse::<u16>().ok()?,
+            high.trim().parse::<u16>().ok()?,
+        ))
+    });
+    let Some((low, high)) = bounds.filter(|(low, high)| low <= high) else {
+        panic!("{TEST_PORTS}={range}: expected LOW-HIGH, such as 35000-35199");
+    };
+    loop {
+        let port = low.checked_add(TAKEN.fetch_add(1, Ordering::Relaxed));
+        let Some(port) = port.filter(|&port| port <= high) else {
+            panic!("{TEST_PORTS}={range}: every port of it is taken");
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return TestPort {
+                port,
+                _reserved: None,
+            };
+        }
+    }
+}
+
+/// A disposable `redis-server` on a loopback port of its own ([`test_port`]), without
 /// persistence, with the configuration a test gives it (`--maxmemory 1mb`,
 /// `--requirepass ...`); each [`start`](Self::start) runs it (again, on the same port),
 /// killed when its handle drops, even if the test panics. For cases that change a
@@ -374,7 +425,7 @@ pub struct Throwaway {
     pub port: u16,
     /// The port's reservation: no other test draws it while this lives, also while the
     /// server is down between two [`start`](Self::start)s.
-    _reserved: ReservedPort,
+    _reserved: TestPort,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     config: Vec<String>,
@@ -396,7 +447,7 @@ impl Throwaway {
         let Some(binary) = redis_server_on_path() else {
             return fusion_core::testkit::unavailable("redis", "install redis-server");
         };
-        let reserved = reserve_port();
+        let reserved = test_port();
         let port = reserved.port;
         let dir = std::env::temp_dir().join(format!("fusion-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("creating the server's directory");

@@ -12,12 +12,11 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault};
-use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
 use tokio::process::Child;
 
-use super::{NO_HANG, cluster_node, redis_server_on_path, wait_until};
+use super::{NO_HANG, TestPort, cluster_node, redis_server_on_path, test_port, wait_until};
 
 /// A one-node cluster behind a proxy; the node dies and its directory goes with it.
 pub struct ProxiedCluster {
@@ -27,7 +26,7 @@ pub struct ProxiedCluster {
     _node: Child,
     dir: PathBuf,
     /// The node's port and bus port, reserved while it lives (after `_node`: dropped last).
-    _ports: [ReservedPort; 2],
+    _ports: [TestPort; 2],
 }
 
 impl Drop for ProxiedCluster {
@@ -57,11 +56,10 @@ pub async fn proxied_cluster() -> Option<ProxiedCluster> {
     let Some(binary) = redis_server_on_path() else {
         return unavailable("redis_cluster", "install redis-server");
     };
-    let ports = [reserve_port(), reserve_port()];
+    let ports = [test_port(), test_port()];
     let (port, bus_port) = (ports[0].port, ports[1].port);
     let proxy = FaultProxy::start(format!("127.0.0.1:{port}")).await;
-    let dir = std::env::temp_dir().join(format!("fusion-exactly-once-cluster-{port}"));
-    std::fs::create_dir_all(&dir).expect("creating the node's directory");
+    let dir = cluster_node::fresh_dir("fusion-exactly-once-cluster", port);
     let node = cluster_node::command(&binary, port, bus_port, &dir)
         .args(["--cluster-announce-ip", "127.0.0.1"])
         .args(["--cluster-announce-port", &proxy.addr().port().to_string()])

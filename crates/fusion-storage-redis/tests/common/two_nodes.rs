@@ -3,11 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use fusion_core::testkit::port::{ReservedPort, reserve_port};
 use redis::aio::MultiplexedConnection;
 use tokio::process::Child;
 
-use super::{NO_HANG, cluster_node, wait_until};
+use super::{NO_HANG, TestPort, cluster_node, test_port, wait_until};
 
 /// One node of the throwaway cluster; killed, and its directory removed, when dropped.
 pub struct Node {
@@ -16,7 +15,7 @@ pub struct Node {
     pub process: Child,
     dir: PathBuf,
     /// Its port and bus port, reserved while it lives (after `process`: dropped last).
-    _ports: [ReservedPort; 2],
+    _ports: [TestPort; 2],
 }
 
 impl Drop for Node {
@@ -27,11 +26,17 @@ impl Drop for Node {
 
 impl Node {
     pub fn start(binary: &Path) -> Node {
-        let ports = [reserve_port(), reserve_port()];
+        Self::start_with(binary, &[])
+    }
+
+    /// A node started with `config` (command-line arguments of `redis-server`) after its
+    /// own.
+    pub fn start_with(binary: &Path, config: &[&str]) -> Node {
+        let ports = [test_port(), test_port()];
         let (port, bus_port) = (ports[0].port, ports[1].port);
-        let dir = std::env::temp_dir().join(format!("fusion-cluster-growth-{port}"));
-        std::fs::create_dir_all(&dir).expect("creating the node's directory");
+        let dir = cluster_node::fresh_dir("fusion-cluster-growth", port);
         let process = cluster_node::command(binary, port, bus_port, &dir)
+            .args(config)
             .spawn()
             .expect("starting redis-server");
         Node {
@@ -69,7 +74,13 @@ pub struct TwoNodes {
 
 impl TwoNodes {
     pub async fn start(binary: &Path) -> TwoNodes {
-        let (old, new) = (Node::start(binary), Node::start(binary));
+        Self::start_with(binary, &[]).await
+    }
+
+    /// [`start`](Self::start), the new node started with `new_config` (command-line
+    /// arguments of `redis-server`).
+    pub async fn start_with(binary: &Path, new_config: &[&str]) -> TwoNodes {
+        let (old, new) = (Node::start(binary), Node::start_with(binary, new_config));
         let slots_taken = wait_until(NO_HANG, || async {
             old.cluster::<()>(&["ADDSLOTSRANGE", "0", "16383"])
                 .await
