@@ -530,7 +530,7 @@ fn a_session_file_copied_out_of_an_encrypted_store_imports_as_its_text_or_not_at
     let wrong = key_file(dir, "wrong.key", &[format!("k1:{KEY_C}")]);
     let err = fails(dir, import(&["--encryption-key-file", &wrong]));
     assert!(
-        err.contains("session \"s1\"") && err.contains("(key \"k1\") does not decrypt"),
+        err.contains("session \"s1\"") && err.contains("key \"k1\") does not decrypt"),
         "{err}"
     );
     // Renamed, and imported under its new name, it no longer names the session its

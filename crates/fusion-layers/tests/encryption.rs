@@ -100,7 +100,7 @@ async fn a_message_copied_into_another_session_fails_naming_that_session() {
         "{err:?}"
     );
     let text = err.to_string();
-    assert!(text.contains("message 1 (key \"k1\")"), "{text}");
+    assert!(text.contains("message 2 (index 1, key \"k1\")"), "{text}");
     assert!(!text.contains("alice's secret"), "{text}");
 }
 

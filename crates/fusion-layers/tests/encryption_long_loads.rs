@@ -68,6 +68,8 @@ async fn the_earliest_message_that_does_not_decrypt_is_the_one_reported() {
             "{err:?}"
         );
         let text = err.to_string();
-        assert!(text.contains(&format!("message {bad} (key")), "{text}");
+        // Counted from 1 with the index beside it, as a write's refused message is.
+        let named = format!("message {} (index {bad}, key", bad + 1);
+        assert!(text.contains(&named), "{text}");
     }
 }

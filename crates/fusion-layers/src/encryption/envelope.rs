@@ -293,7 +293,9 @@ impl<'a> SessionCrypt<'a> {
     }
 
     /// The message `stored` (at `index` in its session) decrypted, or as is if it is clear
-    /// text and the layer accepts clear text.
+    /// text and the layer accepts clear text. An error names it counted from 1 with the
+    /// index beside it (`message 2 (index 1, key "k1")`), as `Error::InvalidMessage` names
+    /// a write's message: a bare index reads as a count to a person.
     pub(crate) fn open(&mut self, index: usize, stored: ChatMessage) -> Result<ChatMessage> {
         if self.codec.accept_clear_text && matches!(Stored::of(&stored), Stored::Clear) {
             return Ok(stored);
@@ -308,13 +310,15 @@ impl<'a> SessionCrypt<'a> {
             Stored::Clear if self.codec.accept_clear_text => return Ok(stored.clone()),
             Stored::Clear => {
                 return Err(self.corrupt(format!(
-                    "message {index} is stored in clear text, and this encryption layer \
-                     refuses clear text; run a rekey to encrypt the session"
+                    "message {} (index {index}) is stored in clear text, and this \
+                     encryption layer refuses clear text; run a rekey to encrypt the session",
+                    index + 1
                 )));
             }
             Stored::Unreadable(why) => {
                 return Err(self.corrupt(format!(
-                    "message {index} looks encrypted but cannot be read: {why}"
+                    "message {} (index {index}) looks encrypted but cannot be read: {why}",
+                    index + 1
                 )));
             }
             Stored::V1 { key_id, .. } if self.codec.keys.is_none() => {
@@ -328,7 +332,9 @@ impl<'a> SessionCrypt<'a> {
         // newer writer, reported without any of the plaintext.
         let mut message: ChatMessage = serde_json::from_slice(plaintext).map_err(|_| {
             self.corrupt(format!(
-                "message {index} (key \"{key_id}\") decrypts to something that is not a message"
+                "message {} (index {index}, key \"{key_id}\") decrypts to something that is \
+                 not a message",
+                index + 1
             ))
         })?;
         // The id stays the plaintext's: a message sealed without one keeps none, though
@@ -353,9 +359,10 @@ impl<'a> SessionCrypt<'a> {
         let (backend, session_id) = (self.backend, self.session_id);
         let undecryptable = || {
             let detail = format!(
-                "message {index} (key \"{key_id}\") does not decrypt: the key loaded as \
+                "message {} (index {index}, key \"{key_id}\") does not decrypt: the key loaded as \
                  \"{key_id}\" is not the one it was written with, or the message was altered, \
-                 copied from another session or given another role or id"
+                 copied from another session or given another role or id",
+                index + 1
             );
             Error::corrupt(backend, session_id, detail)
         };
@@ -426,10 +433,12 @@ impl<'a> SessionCrypt<'a> {
     /// and says how (the `fusion` command's flag, or the variable any program reads).
     fn no_keys(&self, index: usize, key_id: &str) -> Error {
         Error::Config(format!(
-            "{}: session \"{}\" is encrypted (message {index} is under key \"{key_id}\") and \
-             no encryption key is loaded: pass --encryption-key-file FILE or set {}",
+            "{}: session \"{}\" is encrypted (its message {}, index {index}, is under key \
+             \"{key_id}\") and no encryption key is loaded: pass --encryption-key-file FILE or \
+             set {}",
             self.backend,
             self.session_id,
+            index + 1,
             super::keys::KEY_ENV,
         ))
     }

@@ -84,7 +84,7 @@ fn a_payload_that_is_not_a_sealed_message_is_refused() {
         assert!(
             error
                 .to_string()
-                .contains("message 3 (key \"k1\") does not decrypt"),
+                .contains("message 4 (index 3, key \"k1\") does not decrypt"),
             "{payload}: {error}"
         );
     }
