@@ -177,9 +177,9 @@ fn config(
         }
     }
     for line in lines {
-        let name = config
-            .add_command_line(line)
-            .with_context(|| format!("--mcp {line:?}"))?;
+        // fusion-mcp's error quotes the line itself, its passwords hidden and its controls
+        // escaped; quoting it here as written would show them.
+        let name = config.add_command_line(line).context("--mcp")?;
         if let Some(McpServerConfig::Stdio(stdio)) = config.get(&name) {
             let stdio = inherit
                 .iter()
@@ -240,6 +240,16 @@ mod tests {
         let argv = std::iter::once("chat").chain(args.iter().copied());
         let matches = <Chat as clap::CommandFactory>::command().try_get_matches_from(argv)?;
         Chat::from_arg_matches(&matches).map(|chat| chat.mcp)
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_split_is_quoted_without_its_password() {
+        let line = "'postgresql://app:s3cret@db/x".to_owned();
+        let error = config(None, &[line], &[]).unwrap_err();
+        let said = format!("{error:#}");
+        assert!(said.starts_with("--mcp: "), "{said}");
+        assert!(said.contains("postgresql://app:***@db/x"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
     }
 
     #[test]
