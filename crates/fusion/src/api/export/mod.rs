@@ -71,8 +71,8 @@ use self::document::{
     ExportDoc, ImportDoc, LooseDoc, MessagesDoc, MetaDoc, VersionDoc, times_doc, times_of,
 };
 use self::fields::Written;
-use crate::ChatMessage;
 use crate::storage::{SessionInfo, SessionMeta, SessionTimes};
+use crate::{ChatMessage, Role};
 
 /// The version of the `json` export this release writes, and the newest it reads.
 pub const JSON_VERSION: u64 = 1;
@@ -238,6 +238,10 @@ fn write_with_times(
 /// ends inside a batch whose last line was never written ([`ImportError::UnfinishedBatch`]),
 /// which the backend's own load leaves out.
 ///
+/// A tool result without the `tool_call_id` of the call it answers is refused too
+/// ([`ImportError::ToolResultWithoutCallId`]): every OpenAI-compatible server refuses a
+/// history holding one, so no turn of the imported session could be sent.
+///
 /// ```
 /// use fusion::api::export::{self, ImportError, MessagePlace};
 ///
@@ -252,7 +256,7 @@ fn write_with_times(
 /// ```
 pub fn read(text: &str) -> Result<Imported, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let (imported, lost) = match format_of(text).ok_or(ImportError::Empty)? {
+    let (imported, refused) = match format_of(text).ok_or(ImportError::Empty)? {
         ExportFormat::Jsonl => read_jsonl(text)?,
         _ => read_json(text)?,
     };
@@ -260,8 +264,8 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
         return Err(ImportError::NoMessages);
     }
     imported.meta.validate().map_err(ImportError::InvalidMeta)?;
-    match lost {
-        Some(lost) => Err(lost),
+    match refused {
+        Some(refused) => Err(refused),
         None => Ok(imported),
     }
 }
@@ -322,31 +326,41 @@ pub fn message_place(text: &str, index: usize) -> Option<MessagePlace> {
     }
 }
 
-/// The messages of an import, read as they come, and what the first that loses something
-/// in the reading loses.
+/// The messages of an import, read as they come, and why the first refused is: it loses
+/// something in the reading, or could never be sent.
 struct Messages {
     read: Vec<ChatMessage>,
-    lost: Option<ImportError>,
+    refused: Option<ImportError>,
 }
 
 impl Messages {
     fn with_capacity(capacity: usize) -> Self {
         Messages {
             read: Vec::with_capacity(capacity),
-            lost: None,
+            refused: None,
         }
     }
 
-    /// Reads `written`, the message at `place`, and checks what it loses unless one before
-    /// it lost something already.
+    /// Reads `written`, the message at `place`, and checks what it loses and whether it
+    /// could be sent, unless one before it was refused already.
     fn push(&mut self, written: serde_json::Value, place: MessagePlace) -> serde_json::Result<()> {
         let message = ChatMessage::deserialize(&written)?;
-        if self.lost.is_none() {
-            self.lost = fields::lost(&written, &message, place);
+        if self.refused.is_none() {
+            self.refused =
+                fields::lost(&written, &message, place).or_else(|| unsendable(&message, place));
         }
         self.read.push(message);
         Ok(())
     }
+}
+
+/// Why `message`, at `place`, could be stored but never sent, if so: a tool result
+/// without the id of the call it answers (none, or an empty one), which every
+/// OpenAI-compatible server refuses in a request's history.
+fn unsendable(message: &ChatMessage, place: MessagePlace) -> Option<ImportError> {
+    let answers_no_call =
+        message.role == Role::Tool && message.tool_call_id.as_deref().is_none_or(str::is_empty);
+    answers_no_call.then_some(ImportError::ToolResultWithoutCallId { place })
 }
 
 /// Why `text`, not read as a `json` export, is none: serde's `err`, but for a JSON array
@@ -366,8 +380,8 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
     })
 }
 
-/// The messages and the rest of a `json` export, and what the first message that loses
-/// something in the reading loses.
+/// The messages and the rest of a `json` export, and why the first message refused is
+/// (it loses something in the reading, or could never be sent).
 fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
     // One scan of the text, when it is an export of a version this release reads; else
     // two, the version first, for the error that says what it is and where.
@@ -395,7 +409,7 @@ fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError>
             .unwrap_or_default(),
         messages: messages.read,
     };
-    Ok((imported, messages.lost))
+    Ok((imported, messages.refused))
 }
 
 /// A `json` export read as its version first, then the rest: what says why one that
@@ -421,8 +435,8 @@ fn whole<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
     serde_json::from_str(text)
 }
 
-/// The messages of a `jsonl` file, and what the first that loses something in the reading
-/// loses. A file ending inside a batch of the file-system backend is refused.
+/// The messages of a `jsonl` file, and why the first refused is (it loses something in
+/// the reading, or could never be sent). A file ending inside a batch of the file-system backend is refused.
 fn read_jsonl(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
     let mut messages = Messages::with_capacity(0);
     // The lines, first and last, of the batch the lines read so far end inside.
@@ -461,7 +475,7 @@ fn read_jsonl(text: &str) -> Result<(Imported, Option<ImportError>), ImportError
         times: None,
         messages: messages.read,
     };
-    Ok((imported, messages.lost))
+    Ok((imported, messages.refused))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ mod meta_data;
 mod place;
 mod round_trip;
 mod scans;
+mod tool_results;
 
 fn sample() -> Vec<ChatMessage> {
     vec![

@@ -40,7 +40,8 @@ fn rich() -> Vec<ChatMessage> {
         ChatMessage::assistant_with_tool_calls("calling", calls[..1].to_vec()).with_name("bot"),
         ChatMessage::tool_result("c1", "first line\nsecond line").with_name("read_file"),
         ChatMessage::tool_result("c2", "").with_id(id("01a251ab-5d58-7b79-8ea0-0aeefaa2a413")),
-        ChatMessage::tool_result("", "no call id"),
+        // Not `tool_result("", ...)`: `read` refuses a tool result answering no call.
+        ChatMessage::tool_result("c3", "answers the broken call"),
         annotated,
     ]
 }
