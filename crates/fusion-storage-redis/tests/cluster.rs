@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{Harness, cluster_harness, primaries, publishing_cluster_harness};
-use fusion_core::{ChatMessage, ConversationStorage, Error};
+use fusion_core::{Change, ChatMessage, ConversationStorage, Error, Expect};
 use fusion_storage_redis::RedisStorage;
 
 fusion_core::conformance_suite!(conformance_redis_cluster, cluster_harness);
@@ -350,4 +350,26 @@ async fn a_delete_whose_steps_after_the_script_fail_says_the_session_was_deleted
         );
         assert!(storage.load(id).await.unwrap().is_empty(), "{id}");
     }
+}
+
+/// Found by a review: a write that found its session not stored (a conditional write
+/// refused as a conflict, the retry of one that met what its first copy did) takes the
+/// session out of the indexes as a delete does, and since the delete's steps after its
+/// script began saying that the session was deleted, so did such a write's, though it
+/// deleted nothing (here the session never existed). Its error is the step's own.
+#[tokio::test]
+async fn a_write_that_finds_no_session_and_whose_index_steps_fail_says_nothing_was_deleted() {
+    let Some(h) = cluster_harness().await else {
+        return;
+    };
+    let storage = open(&h).await;
+    let one = [ChatMessage::user("one")];
+    let write = storage.write_if("never", Expect::Generation(7), Change::Append(&one));
+    let refused = with_index_of_another_type(&h, &h.expiry_key(), write)
+        .await
+        .expect_err("the expiry index's node refuses the look-again entry");
+    let shown = refused.to_string();
+    assert!(shown.contains("wrong type"), "{shown}");
+    assert!(!shown.contains("deleted"), "{shown}");
+    assert!(storage.load("never").await.unwrap().is_empty());
 }

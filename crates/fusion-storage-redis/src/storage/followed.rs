@@ -6,7 +6,7 @@
 pub(super) enum Applied {
     /// It stored the session (created, appended to, replaced, truncated, updated).
     Stored,
-    /// It deleted the session (a truncate or replace that left it empty).
+    /// It deleted the session (a delete, or a truncate or replace that left it empty).
     Deleted,
 }
 

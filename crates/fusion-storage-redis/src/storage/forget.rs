@@ -32,10 +32,10 @@ const CLAIMED_CHUNK: usize = 1000;
 
 impl RedisStorage {
     /// Session `id` deleted on a cluster by `script` (the `DELETE` script's call; nothing
-    /// for a truncate to nothing whose script ran, or a reindex that found it gone), whose
-    /// reply tells by `gone` its owner and whether it had an expiry entry: sends beside
-    /// it the session's look-again entry (`keys::look_again_member`, due a
-    /// [`CLAIM_LEASE`] later, which needs no owner), then [`forget`](Self::forget)s it.
+    /// for a truncate to nothing whose script ran), whose reply tells by `gone` its owner
+    /// and whether it had an expiry entry: sends beside it the session's look-again entry
+    /// (`keys::look_again_member`, due a [`CLAIM_LEASE`] later, which needs no owner),
+    /// then [`forget`](Self::forget)s it ([`unindex`](Self::unindex)).
     /// A delete is four round trips so, the entry's removal after the second look
     /// included; one that stops part way is finished by the first purge after the lease
     /// (or a later delete or prune that takes the entry up, see
@@ -62,24 +62,51 @@ impl RedisStorage {
         // replicas' `WAIT`, the repair after a lost reply) undone and its answer unheard.
         let (reply, look) = join(script, look).await;
         let reply = reply?;
+        let (owner, had_expiry) = gone(&reply);
         // From here the session is gone (or was already): an error says so, not that the
         // delete wrote nothing.
-        let (marks, taken) = look.map_err(|err| stored_before(err, Applied::Deleted))?;
-        let (owner, had_expiry) = gone(&reply);
-        let owner = owner.as_deref();
-        let gone = Gone {
+        self.unindex(name, id, owner.as_deref(), had_expiry, look, &token)
+            .await
+            .map_err(|err| stored_before(err, Applied::Deleted))?;
+        Ok(reply)
+    }
+
+    /// On a cluster, takes session `id`, which [`reindex`](Self::reindex) found not
+    /// stored, out of the indexes as [`deleted`](Self::deleted) does after its script.
+    /// Its errors are the steps' own, saying nothing of a delete: the write that found the
+    /// session gone (one refused as a conflict, or an append that another caller's delete
+    /// overtook) deleted nothing, and may never have met the session at all.
+    pub(super) async fn unindex_absent(&self, name: &'static str, id: &str) -> Result<()> {
+        let token = scripts::claim_token();
+        let look = self.look_again(name, &token, &[id.to_string()]).await;
+        self.unindex(name, id, None, false, look, &token).await
+    }
+
+    /// What [`deleted`](Self::deleted) does after its script, given its look-again call's
+    /// outcome (`looked`, at `token`): [`forget`](Self::forget)s session `id`, in the
+    /// indexes of `owner` too and its expiry entry when `had_expiry`, beside the second
+    /// look at the entries the call took up ([`finish_taken`](Self::finish_taken)).
+    async fn unindex(
+        &self,
+        name: &'static str,
+        id: &str,
+        owner: Option<&str>,
+        had_expiry: bool,
+        looked: Result<(Vec<String>, Vec<String>)>,
+        token: &str,
+    ) -> Result<()> {
+        let (marks, taken) = looked?;
+        let gone = [Gone {
             id,
             owners: owner.into_iter().collect(),
-        };
+        }];
         let members: Vec<String> = had_expiry
             .then(|| expiry_member(id, owner))
             .into_iter()
             .collect();
-        let gone = [gone];
-        let own = self.forget(name, &gone, &members, &marks, &token);
-        let ((), own) = join(self.finish_taken(name, &taken, &token), own).await;
-        own.map_err(|err| stored_before(err, Applied::Deleted))?;
-        Ok(reply)
+        let own = self.forget(name, &gone, &members, &marks, token);
+        let ((), own) = join(self.finish_taken(name, &taken, token), own).await;
+        own.map(drop)
     }
 
     /// On a cluster, before a step that takes `ids` out of listings (a delete, a prune):

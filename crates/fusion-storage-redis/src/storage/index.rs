@@ -101,9 +101,10 @@ impl RedisStorage {
     /// On a cluster, sends the index entries of session `id` as it is stored now: by id
     /// and by update time (`ZADD NX`, `ZADD GT`), of every session and of its owner, and
     /// its entry of the expiry index if it has an expiry; or, when it is gone, takes it
-    /// out of the indexes of every session ([`deleted`](Self::deleted)). Nothing on one
-    /// server, where the scripts keep the indexes. With `acked`, the `ZADD`s wait for the
-    /// replicas as a write's do when the storage asks for them.
+    /// out of the indexes of every session ([`unindex_absent`](Self::unindex_absent),
+    /// whose errors say nothing of a delete). Nothing on one server, where the scripts
+    /// keep the indexes. With `acked`, the `ZADD`s wait for the replicas as a write's do
+    /// when the storage asks for them.
     ///
     /// The repair after a write that may have applied without its index requests being
     /// sent: its reply was lost (`run_write`), or its retry met what it did (`write`,
@@ -123,9 +124,7 @@ impl RedisStorage {
         }
         let found = self.stored_many(name, &[id.to_string()]).await?;
         let Some(stored) = found.into_iter().next().flatten() else {
-            return self
-                .deleted(name, id, async { Ok(()) }, |_| (None, false))
-                .await;
+            return self.unindex_absent(name, id).await;
         };
         let mut writes = IndexWrites::new();
         self.list_as_stored(&mut writes, id, &stored);
