@@ -96,7 +96,8 @@ pub(crate) fn no_connection(op: Op<'_>, waited: std::time::Duration) -> Error {
 ///
 /// Dropped, refused and timed-out connections, a server that is loading or failing over,
 /// one short of the replicas its `min-replicas-to-write` asks for (`NOREPLICAS`), one
-/// at its `maxclients` and one refusing writes until a save succeeds (`MISCONF`) are
+/// at its `maxclients` and one refusing writes until it can persist again (`MISCONF`: a
+/// failed snapshot under `stop-writes-on-bgsave-error`, or its append-only file) are
 /// retryable; a key of the wrong type, refused credentials and anything else
 /// are not. A retryable write may or may not have been applied before the connection
 /// broke, so retrying an `append` can store its messages twice.
@@ -163,6 +164,18 @@ pub(crate) fn parse_redis_error(err: RedisError, op: Op<'_>) -> Error {
         // is safe: it refuses a write script at its first write, so the command wrote
         // nothing. Not "nothing was written", as for `NOREPLICAS`: on a cluster the
         // refused command may be an index request after the session's write.
+        // The same refusal when the server cannot write its append-only file (a disk
+        // full, an fsync failed): `stop-writes-on-bgsave-error` plays no part, and it
+        // writes the file again on its own, taking writes once that succeeds.
+        Some("MISCONF") if detail.iter().flatten().any(|detail| detail.contains("AOF")) => (
+            format!(
+                "{op}: the server cannot write its append-only file (AOF) to disk and \
+                 refuses writes until it can; it refused the command, which wrote nothing: \
+                 retry once the file is written again, and if it keeps failing fix the \
+                 server's disk ({err})"
+            ),
+            true,
+        ),
         Some("MISCONF") => (
             format!(
                 "{op}: the server cannot save its data to disk and refuses writes while \
@@ -440,6 +453,29 @@ mod tests {
             assert!(err.is_retryable(), "{err}");
             let shown = err.to_string();
             assert!(shown.contains(says) && shown.contains(URL), "{shown}");
+        }
+    }
+
+    /// Found by a review: a server that cannot write its append-only file refuses writes
+    /// with `MISCONF` too, and was said to refuse them "while
+    /// `stop-writes-on-bgsave-error` is on" until "a save succeeds", which sent an
+    /// operator to a setting that plays no part. The replies are the server's own
+    /// (`writeCommandsGetDiskErrorMessage`, and the one for a script declaring flags).
+    #[test]
+    fn a_failed_aof_write_is_not_blamed_on_the_snapshot_settings() {
+        for resp in [
+            "-MISCONF Errors writing to the AOF file: No space left on device\r\n",
+            "-MISCONF Redis is configured to persist data to AOF, but it's currently unable \
+             to persist to disk. Writable scripts are blocked. Use 'no-writes' flag for read \
+             only scripts. AOF error: No space left on device\r\n",
+        ] {
+            let err = parse_redis_error(reply(resp), Op::new("append", URL, Some("s1")));
+            assert!(err.is_retryable(), "{err}");
+            let shown = err.to_string();
+            assert!(shown.contains("append-only file (AOF)"), "{shown}");
+            assert!(shown.contains("which wrote nothing"), "{shown}");
+            assert!(!shown.contains("stop-writes-on-bgsave-error"), "{shown}");
+            assert!(!shown.contains("a save succeeds"), "{shown}");
         }
     }
 
