@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fusion_core::{Error, MetaUpdate, Result, SessionInfo, SessionMeta, StoredExpiry};
 use serde_json::{Map, Value};
 use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use crate::error::BACKEND;
 use crate::expiry::millis;
@@ -71,6 +71,15 @@ pub(crate) use read_info;
 /// session's key in each table. An expired row is read too: the caller drops it
 /// ([`InfoRow::is_expired_at`]).
 pub(crate) const READ_INFO: &str = read_info!();
+
+/// After a write to session `id` failed on its times (`crate::error::refused_for_times`):
+/// the [`Error::Corrupt`] `session_info` reports for its row, naming the damaged column;
+/// `None` when the row decodes (or cannot be read), and the write's own error stands. One
+/// key lookup, on failure only.
+pub(crate) async fn damaged(pool: &SqlitePool, id: &str) -> Option<Error> {
+    let row = sqlx::query(READ_INFO).bind(id).fetch_optional(pool).await;
+    InfoRow::from_sqlx(&row.ok()??).ok()?.decode().err()
+}
 
 /// The latest `updated_at` (milliseconds) that a newest-first cursor, microseconds in an
 /// `i64` (`fusion_core::Position`), holds exactly. A later one, or one before 1970 (no

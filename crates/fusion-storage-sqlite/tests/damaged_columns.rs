@@ -125,6 +125,101 @@ async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column(
     }
 }
 
+/// Every table's rows as text, to tell that a refused write changed nothing.
+async fn snapshot(storage: &SqliteStorage) -> Vec<String> {
+    let rows = "SELECT quote(id) || quote(created_at) || quote(updated_at) \
+                || quote(message_count) || quote(generation) || quote(recent_ids) \
+                || quote(expires_at) FROM sessions \
+                UNION ALL SELECT quote(session_id) || seq || message FROM messages ORDER BY 1";
+    sqlx::query_scalar(rows)
+        .fetch_all(storage.pool())
+        .await
+        .unwrap()
+}
+
+/// A write to a session whose `created_at` or `updated_at` holds no time Fusion writes
+/// (text, a blob, a real, an integer out of range: a hand edit) is corrupt naming session
+/// and column, as `session_info` says, and writes nothing, on both paths, whichever
+/// statement would change the row (an append with and without ids, conditional or not, a
+/// save, a rewrite, a truncate). Found by a review: an append, save or truncate returned
+/// `Ok`, and `MAX(excluded.updated_at, sessions.updated_at)` kept the damage.
+#[tokio::test]
+async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("updated_at", "'x'"),
+        ("updated_at", "x'00'"),
+        ("updated_at", "9223372036854775807"),
+        ("updated_at", "1e19"),
+        ("updated_at", "2.5"),
+        ("created_at", "'x'"),
+        ("created_at", "-1"),
+    ];
+    let with_id = |id: &str| ChatMessage::user(id).with_id(MessageId::parse(id).unwrap());
+    for url in both_paths(dir.path()) {
+        for (column, value) in cases {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            storage.save("s", &turn("one")).await.unwrap();
+            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            let before = snapshot(&storage).await;
+            let (more, ided) = (turn("two"), [with_id("b")]);
+            let expect = Expect::Generation(storage.load_revision("s").await.unwrap().1.generation);
+            let writes = [
+                ("append", storage.append("s", &more).await),
+                ("append with ids", storage.append("s", &ided).await),
+                ("save", storage.save("s", &more).await),
+                ("truncate", storage.truncate("s", 1).await),
+                (
+                    "write_if append",
+                    storage
+                        .write_if("s", expect, Change::Append(&ided))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "write_if replace",
+                    storage
+                        .write_if("s", expect, Change::Replace(&more))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "write_if rewrite",
+                    storage
+                        .write_if("s", expect, Change::Rewrite(&more))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "write_if truncate",
+                    storage
+                        .write_if("s", expect, Change::Truncate(1))
+                        .await
+                        .map(drop),
+                ),
+            ];
+            for (write, result) in writes {
+                assert!(
+                    is_corrupt(result, column, true),
+                    "{url}, {column} = {value}: {write}"
+                );
+            }
+            assert_eq!(
+                snapshot(&storage).await,
+                before,
+                "{url}, {column} = {value}"
+            );
+            // Its messages still load, and a delete removes it.
+            assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
+            storage.delete("s").await.unwrap();
+            assert!(storage.session_info("s").await.unwrap().is_none(), "{url}");
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}
+
 /// A text cell of a session's facts holding bytes that are not UTF-8 (a hand edit's
 /// `CAST(x'ff' AS TEXT)`) is corrupt, naming session and column, on both paths: the direct
 /// path's metadata update said a backend "conversion error", and a listing meeting such

@@ -426,6 +426,33 @@ fn sqlx_code(err: &sqlx::Error) -> Option<i64> {
     }
 }
 
+/// What SQLite says when a write's statement meets a session whose `created_at` or
+/// `updated_at` holds no time Fusion writes (`times_hold!` of `crate::sql`), with plain
+/// `SQLITE_ERROR`: no other statement of a write can overflow an integer.
+const TIMES_REFUSED: &str = "integer overflow";
+
+/// Whether `err`, a write's error as mapped from either path's, is SQLite refusing the
+/// write for its session's damaged times ([`TIMES_REFUSED`]): the storage then reads the
+/// session's facts to say which (`crate::meta::damaged`).
+pub(crate) fn refused_for_times(err: &Error) -> bool {
+    let Error::Backend {
+        source: Some(source),
+        ..
+    } = err
+    else {
+        return false;
+    };
+    let sqlx = source.downcast_ref::<sqlx::Error>();
+    let failure = match (sqlx, source.downcast_ref::<DirectError>()) {
+        (Some(e @ sqlx::Error::Database(db)), _) => sqlx_code(e).zip(Some(db.message())),
+        (_, Some(DirectError::Sqlite(rusqlite::Error::SqliteFailure(e, Some(detail))))) => {
+            Some((i64::from(e.extended_code), detail.as_str()))
+        }
+        _ => None,
+    };
+    failure == Some((SQLITE_ERROR, TIMES_REFUSED))
+}
+
 /// Whether `err` is `ROLLBACK` finding no transaction to end (plain `SQLITE_ERROR`, "cannot
 /// rollback - no transaction is active"): the connection is then already out of any
 /// transaction. Every other `ROLLBACK` failure is an I/O or internal error.

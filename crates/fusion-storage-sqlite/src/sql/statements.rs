@@ -8,6 +8,12 @@
 //! and CREATE to ?13 (the fingerprints of the history they store), TRUNCATE sets it to
 //! NULL (unknown: the next append with ids reads the ids themselves).
 //!
+//! Every statement that changes an existing `sessions` row (APPEND's, SAVE's and
+//! REWRITE's upsert, TRUNCATE's update) holds [`times_hold!`] in its condition: a session
+//! whose `created_at` or `updated_at` a hand edit damaged fails the write, which writes
+//! nothing, and the storage reports it as `session_info` does. A metadata update reads
+//! and decodes the session's facts first; a creation writes only where no session is.
+//!
 //! The writes that leave messages treat an expired session (`crate::expiry`) as absent:
 //! APPEND and SAVE refuse its row in their upsert's `DO UPDATE ... WHERE` and skip it in
 //! their later statements ([`Ends::UnlessExpired`]), TRUNCATE leaves it alone. An idle
@@ -16,6 +22,41 @@
 
 use super::{Ends, WriteSql};
 use crate::expiry::{expired, moved_expiry, unexpired};
+
+/// SQL, last in the condition of every statement that changes an existing `sessions` row:
+/// true when its `created_at` and `updated_at` are times Fusion writes (integers from 0 to
+/// `i64::MAX / 1000` milliseconds, what `crate::meta` decodes; text or a blob fails the
+/// range, a real the `CAST`), and otherwise the failure of the statement, so of the whole
+/// write: "integer overflow", `abs` of the smallest integer (SQLite raises no error of a
+/// statement's choosing outside a trigger), which `crate::error::refused_for_times`
+/// recognizes. A write that went on would keep the damage (`MAX` keeps text, a blob or an
+/// integer too large) with nothing to say so. Comparisons and casts on the row the
+/// statement has found, and one function call.
+macro_rules! times_hold {
+    () => {
+        concat!(
+            "abs(-9223372036854775807 - ((",
+            time_holds!("sessions.created_at"),
+            " AND ",
+            time_holds!("sessions.updated_at"),
+            ") IS NOT 1))"
+        )
+    };
+}
+
+/// SQL for [`times_hold!`]: the column `$c` holds a time Fusion writes.
+macro_rules! time_holds {
+    ($c:literal) => {
+        concat!(
+            $c,
+            " BETWEEN 0 AND 9223372036854775807 / 1000 AND ",
+            $c,
+            " = CAST(",
+            $c,
+            " AS INTEGER)"
+        )
+    };
+}
 
 /// APPEND's first statement: bump the session's count by ?3 (creating the row, with the
 /// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry),
@@ -35,7 +76,9 @@ macro_rules! append_to_session {
             ", ",
             moved_expiry!(),
             " WHERE ",
-            unexpired!("sessions", "?2")
+            unexpired!("sessions", "?2"),
+            " AND ",
+            times_hold!()
         )
     };
 }
@@ -93,7 +136,9 @@ macro_rules! save_to_session {
              generation = excluded.generation, \
              recent_ids = excluded.recent_ids \
              WHERE ",
-            unexpired!("sessions", "?2")
+            unexpired!("sessions", "?2"),
+            " AND ",
+            times_hold!()
         )
     };
 }
@@ -166,7 +211,9 @@ pub(crate) static TRUNCATE: WriteSql = write_sql!(
              expires_at = CASE WHEN expiry_idle IS NULL THEN expires_at \
                  ELSE MAX(?2 / 1000, updated_at) * 1000 + expiry_idle END \
          WHERE id = ?1 AND message_count > ?3 AND ",
-        unexpired!("sessions", "?2")
+        unexpired!("sessions", "?2"),
+        " AND ",
+        times_hold!()
     ),
     concat!(
         "DELETE FROM messages WHERE session_id = ?1 AND seq >= ?3 AND NOT ",

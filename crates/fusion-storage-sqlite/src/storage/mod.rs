@@ -40,10 +40,12 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::corrupt::CorruptFlag;
 use crate::direct::Direct;
-use crate::error::{BACKEND, DirectError, Op, PLACE, parse_direct_error, parse_sqlite_error};
+use crate::error::{
+    BACKEND, DirectError, Op, PLACE, parse_direct_error, parse_sqlite_error, refused_for_times,
+};
 use crate::expiry::now_micros;
 use crate::listing;
-use crate::meta::InfoRow;
+use crate::meta::{self, InfoRow};
 use crate::pooled;
 use crate::sql::{LIST_SESSIONS, READ_INFO, Write, Written};
 
@@ -127,7 +129,7 @@ impl SqliteStorage {
         session_id: Option<&str>,
     ) -> Result<Written> {
         let op = self.op(name, session_id);
-        match &self.direct {
+        let written = match &self.direct {
             Some(direct) => direct
                 .write(write)
                 .await
@@ -139,6 +141,13 @@ impl SqliteStorage {
                     .await
                     .map_err(|e| parse_sqlite_error(e, op)),
             ),
+        };
+        match (written, session_id) {
+            // Said as `session_info` says it, naming the damaged column.
+            (Err(err), Some(id)) if refused_for_times(&err) => {
+                Err(meta::damaged(&self.pool, id).await.unwrap_or(err))
+            }
+            (written, _) => written,
         }
     }
 
