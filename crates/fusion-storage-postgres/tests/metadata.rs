@@ -6,6 +6,7 @@
 mod support;
 
 use fusion_core::testkit::StorageHarness;
+use fusion_core::testkit::exactly_once::with_ids;
 use std::time::Duration;
 
 use fusion_core::{
@@ -264,8 +265,11 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
                 since: std::time::SystemTime::now(),
             };
             let generation = Expect::Generation(revision.generation);
-            let writes: [(&str, fusion_core::Result<()>); 6] = [
+            let ided = with_ids("more", 1);
+            let retitle = MetaUpdate::new().title(Some("t"));
+            let writes: [(&str, fusion_core::Result<()>); 9] = [
                 ("append", storage.append("damaged", &more).await),
+                ("append with ids", storage.append("damaged", &ided).await),
                 ("truncate", storage.truncate("damaged", 1).await),
                 ("save", storage.save("damaged", &more).await),
                 (
@@ -283,6 +287,17 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
                         .map(drop),
                 ),
                 (
+                    "write_if rewrite",
+                    storage
+                        .write_if("damaged", generation, Change::Rewrite(&more))
+                        .await
+                        .map(drop),
+                ),
+                (
+                    "update_session",
+                    storage.update_session("damaged", &retitle).await.map(drop),
+                ),
+                (
                     "write_if since",
                     storage
                         .write_if("damaged", since, Change::Truncate(1))
@@ -291,7 +306,9 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
                 ),
             ];
             for (what, result) in writes {
-                let err = result.unwrap_err();
+                let Err(err) = result else {
+                    panic!("{column} = {value}, {what}: written");
+                };
                 assert!(
                     matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
                     "{column} = {value}, {what}: {err:?}"
