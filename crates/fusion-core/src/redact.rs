@@ -318,9 +318,12 @@ impl Expecting {
 fn redact_word(word: &str) -> (String, Expecting) {
     if let Some(at) = word.find("://") {
         // The scheme is the run of letters, digits, `+`, `-` and `.` before `://`.
+        // What ends before the scheme may be a character of any width (`「redis://h」`).
         let start = word[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-            .map_or(0, |before| before + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+            .map_or(0, |(before, c)| before + c.len_utf8());
         let end = word[at..]
             .find(['"', '<', '>'])
             .map_or(word.len(), |end| at + end);
@@ -584,6 +587,22 @@ mod tests {
             redact_text("the token was refused"),
             "the token was refused"
         );
+    }
+
+    #[test]
+    fn text_with_a_wide_character_before_a_url_is_read() {
+        // The scheme was taken to start one byte after the character before it, which
+        // panicked inside a character of two or more bytes: a panic's message quoting a
+        // URL in `「」` or after Chinese text panicked again while it was being shown.
+        let cases = [
+            ("「redis://:s3cret@h/0」", "「redis://:***@h/0」"),
+            ("连接失败redis://u:s3cret@h", "连接失败redis://u:***@h"),
+            ("éhttps://h/v1?key=s3cret", "éhttps://h/v1?key=***"),
+            ("🦀://:s3cret@h", "🦀://:***@h"),
+        ];
+        for (said, shown) in cases {
+            assert_eq!(redact_text(said), shown, "{said}");
+        }
     }
 
     #[test]
