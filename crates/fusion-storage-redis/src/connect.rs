@@ -154,9 +154,10 @@ struct Probed {
 /// Opening a connection sends no command that needs a password, so without the `PING`
 /// `connect` succeeds and the first call fails instead: a write with a protocol error, as
 /// Redis 7 drops a client that sends a large command before authenticating, and the reads
-/// after it with a dropped connection, which looks retryable. Any other reply
-/// (`LOADING`, a user not allowed `PING`) is the calls' to meet; a cluster client already
-/// fails to read the slot map without the password.
+/// after it with a dropped connection, which looks retryable. Any other refusal
+/// (`LOADING`, `MISCONF`, a user not allowed `PING`) is the calls' to meet, and the
+/// server is read all the same; a cluster client already fails to read the slot map
+/// without the password.
 ///
 /// The longest value (`proto-max-bulk-len`) lets a write refuse a message over it before
 /// sending it: the server answers one with an error and closes the connection while the
@@ -176,8 +177,12 @@ async fn probe(conn: Connection, redacted: &str, limit: Duration) -> redis::Redi
             .await
         {
             Err(err) if err.code() == Some("NOAUTH") => return Err(err),
-            Err(_) => return Ok(Probed::default()),
-            Ok(_) => {}
+            // No reply at all: nor would `HELLO` or `CONFIG GET` get one.
+            Err(err) if err.code().is_none() => return Ok(Probed::default()),
+            // A refusal (`LOADING`, `MISCONF`, a user not allowed `PING`): the server
+            // still answers `HELLO` and `CONFIG GET`, and its limit holds once it takes
+            // writes again.
+            Err(_) | Ok(_) => {}
         }
         major_version = redis::cmd("HELLO")
             .query_async(&mut server)

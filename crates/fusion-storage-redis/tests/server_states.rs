@@ -877,6 +877,54 @@ async fn a_message_over_the_bulk_limit_is_refused_and_a_large_history_saves() {
     assert_eq!(store.load("s").await.unwrap(), history);
 }
 
+/// Found by a review: a server that refuses `PING` at connect (`MISCONF` after a failed
+/// save; `LOADING` after a restart) still answers `CONFIG GET`, but `connect` read
+/// nothing of it, so a message over its `proto-max-bulk-len` was sent, refused with the
+/// connection closed, once the server took writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_ping_at_connect_still_gives_its_bulk_limit() {
+    let Some(server) = Throwaway::with_config(&["--proto-max-bulk-len", "1mb"]) else {
+        return;
+    };
+    let _running = server.start().await;
+    let mut raw = admin(&server.url).await;
+    // A snapshot that cannot be written (its directory gone) makes the server refuse
+    // writes, and `PING`, with `MISCONF` while a save point is set.
+    let dir: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir[1]).unwrap();
+    run(&mut raw, &["CONFIG", "SET", "save", "3600 1"])
+        .await
+        .unwrap();
+    run(&mut raw, &["BGSAVE"]).await.unwrap();
+    let refusing = wait_until(NO_HANG, || {
+        let mut raw = raw.clone();
+        async move {
+            let ping = run(&mut raw, &["PING"]).await;
+            ping.is_err_and(|err| err.code() == Some("MISCONF"))
+        }
+    })
+    .await;
+    assert!(
+        refusing,
+        "the failed save never made the server refuse PING"
+    );
+
+    let store = RedisStorage::connect(&server.url).await.unwrap();
+    let huge = ChatMessage::user("h".repeat(2 * 1024 * 1024));
+    let sent = tokio::time::timeout(NO_HANG, store.append("s", &[huge])).await;
+    let err = sent.expect("no hang").unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMessage { session_id, index: 0, .. } if session_id == "s"),
+        "{err:?}"
+    );
+    assert_permanent(&err, "proto-max-bulk-len", &server.url);
+}
+
 /// The ids of the clients connected, other than `conn`'s own.
 async fn other_clients(conn: &mut MultiplexedConnection) -> Vec<String> {
     let me: i64 = redis::cmd("CLIENT")
