@@ -104,7 +104,7 @@ fn redact_userinfo(url: &str) -> (String, &str) {
     if at < head_end {
         return (shown, &url[at..]);
     }
-    let (after, fragment) = shown_after_query_at(url, scheme_end, head_end, at);
+    let (after, fragment) = shown_after_query_at(url, scheme_end, at);
     (shown + &after, fragment)
 }
 
@@ -154,31 +154,23 @@ fn shown_key_value(piece: &str) -> bool {
 }
 
 /// What follows credentials that end at the `@` at `at`, past the first `?` or `#` of
-/// `url` (at `head_end`), up to the fragment after it, shown; and the rest of `url` (that
-/// fragment, or nothing).
+/// `url` (whose scheme ends at `scheme_end`), up to the fragment after it, shown; and the
+/// rest of `url` (that fragment, or nothing).
 ///
 /// A URL parser reads that `@` as part of the query, where a URL may hold one unescaped
 /// (`postgres://u@h/db?password=p@ss&sslmode=require`), so what follows it may be the
 /// rest of a parameter's value and the parameters after it, not a host. It is shown as
-/// safe for both readings: up to the next `&`, hidden when it would end the value of a
-/// parameter whose value is hidden (and a parser would read the URL's start as a host:
-/// else no parser reads it so); shown as a host otherwise, its query hidden as any query
-/// is; and each `&` piece after it hidden as a query's.
-fn shown_after_query_at(
-    url: &str,
-    scheme_end: usize,
-    head_end: usize,
-    at: usize,
-) -> (String, &str) {
+/// safe for both readings: up to the next `&`, hidden when it may end the value of a
+/// parameter whose value is hidden ([`may_end_hidden_value`]); shown as a host
+/// otherwise, its query hidden as any query is; and each `&` piece after it hidden as a
+/// query's.
+fn shown_after_query_at(url: &str, scheme_end: usize, at: usize) -> (String, &str) {
     let query_end = url[at..].find('#').map_or(url.len(), |end| at + end);
     let (value, pieces) = match url[at + 1..query_end].split_once('&') {
         Some((value, pieces)) => (value, Some(pieces)),
         None => (&url[at + 1..query_end], None),
     };
-    let piece = query_piece_before(url, head_end, at);
-    let hidden_value = piece.contains('=')
-        && !shown_key_value(piece)
-        && starts_with_host_and_port(&url[scheme_end..]);
+    let hidden_value = may_end_hidden_value(url, scheme_end, at);
     let mut shown = String::from("@");
     match value.split_once('?') {
         _ if hidden_value => shown.push_str("***"),
@@ -196,21 +188,46 @@ fn shown_after_query_at(
     (shown, &url[query_end..])
 }
 
-/// Whether `after_scheme` starts with an authority a URL parser takes: up to its first
-/// `/`, `?` or `#`, a host (after a userinfo's last `@`) with an optional numeric port.
-fn starts_with_host_and_port(after_scheme: &str) -> bool {
-    let authority = after_scheme.split(['/', '?', '#']).next().unwrap_or("");
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let port = match host.strip_prefix('[') {
-        // An IPv6 address: its colons are not a port's.
-        Some(bracketed) => bracketed
-            .split_once(']')
-            .and_then(|(_, after)| after.strip_prefix(':').or(after.is_empty().then_some(""))),
-        None => Some(host.split_once(':').map_or("", |(_, port)| port)),
-    };
-    port.is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit()))
+/// Whether a parser may read the `@` at `at` of `url` (whose scheme ends at
+/// `scheme_end`) as part of the value of a query parameter whose value is hidden.
+///
+/// It may when the credentials can end before it, at an earlier `@` (or, with none,
+/// after the scheme), so that an authority a parser takes follows, and then a query or
+/// fragment whose `key=value` piece holds that `@`. Every earlier `@` is tried: a
+/// password written unescaped may hold `/`, `?` or `#` before the one that ends it
+/// (`redis://:a/b@h/0?pass=c@d`), and the URL's start then reads as no host.
+fn may_end_hidden_value(url: &str, scheme_end: usize, at: usize) -> bool {
+    let after_earlier_ats = url[scheme_end..at]
+        .match_indices('@')
+        .map(|(i, _)| scheme_end + i + 1);
+    std::iter::once(scheme_end)
+        .chain(after_earlier_ats)
+        .any(|start| {
+            let before_at = &url[start..at];
+            let Some(query) = before_at.find(['?', '#']) else {
+                return false;
+            };
+            let authority_end = before_at.find(['/', '?', '#']).unwrap_or(query);
+            let piece = query_piece_before(before_at, query, before_at.len());
+            is_hosts(&before_at[..authority_end]) && piece.contains('=') && !shown_key_value(piece)
+        })
+}
+
+/// Whether `authority` is one a URL parser takes after a userinfo: hosts (one, or a
+/// comma-separated list, as `redis+cluster://h1:1,h2:2` and PostgreSQL's multi-host URLs
+/// write them), each with an optional numeric port; an IPv6 address in brackets.
+fn is_hosts(authority: &str) -> bool {
+    !authority.contains('@')
+        && authority.split(',').all(|host| {
+            let port = match host.strip_prefix('[') {
+                // An IPv6 address: its colons are not a port's.
+                Some(bracketed) => bracketed.split_once(']').and_then(|(_, after)| {
+                    after.strip_prefix(':').or(after.is_empty().then_some(""))
+                }),
+                None => Some(host.split_once(':').map_or("", |(_, port)| port)),
+            };
+            port.is_some_and(|port| port.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// Names whose value, after `=` or `:`, [`redact_text`] hides: credentials in a
@@ -508,6 +525,166 @@ mod tests {
             redact_url("postgres://h/db?password=x"),
             "postgres://h/db?password=***"
         );
+    }
+
+    #[test]
+    fn realistic_urls_show_their_hosts_and_never_a_password() {
+        // Every `s3` is part of a secret. An `@` in a hidden query value of a URL with
+        // several hosts (`h1:1,h2:2`), or after a password holding a `/` or `?`, was read
+        // as ending the credentials and what followed it shown as a host.
+        let cases = [
+            (
+                "redis://:s3@127.0.0.1:6379/0",
+                "redis://:***@127.0.0.1:6379/0",
+            ),
+            (
+                "rediss://default:s3@cache:6380/0#insecure",
+                "rediss://default:***@cache:6380/0#insecure",
+            ),
+            (
+                "redis+cluster://:s3@h1:1,h2:2",
+                "redis+cluster://:***@h1:1,h2:2",
+            ),
+            (
+                "redis+cluster://u:s3@h1:1,h2:2/?key_prefix=app",
+                "redis+cluster://u:***@h1:1,h2:2/?key_prefix=app",
+            ),
+            (
+                // `h1` may be a user's name, as `h` of `redis://h:6379/0?user=a@b` is.
+                "redis+cluster://h1:1,h2:2/0?pass=a@s3",
+                "redis+cluster://h1:***@***",
+            ),
+            (
+                "redis+cluster://:s3@h1:1,h2:2/?pass=a@s3&db=1",
+                "redis+cluster://:***@***&db=1",
+            ),
+            (
+                "postgres://app@h1:5432,h2:5433/app?password=p@s3",
+                "postgres://app@h1:***@***",
+            ),
+            (
+                "postgres://app:s3@h1:5432,h2:5433/app?sslmode=require",
+                "postgres://app:***@h1:5432,h2:5433/app?sslmode=require",
+            ),
+            (
+                "postgres://[::1]:1,[::2]:2/db?options=x@s3",
+                "postgres://[:***@***",
+            ),
+            ("redis://:s3/s3@h/0?pass=a@s3", "redis://:***@***"),
+            ("redis://:s3?@db?password=s3@s3", "redis://:***@***"),
+            ("postgres://:s3#@h:5432/?options=@s3", "postgres://:***@***"),
+            (
+                "postgres://app:s3@db.internal:5432/app?sslmode=require&application_name=fusion",
+                "postgres://app:***@db.internal:5432/app?sslmode=require&application_name=fusion",
+            ),
+            (
+                "postgres://app@db/app?password=s3&sslmode=verify-full&options=-c%20s3",
+                "postgres://***@db/app?password=***&sslmode=verify-full&options=***",
+            ),
+            (
+                "postgres:///app?host=/run/postgresql&user=me&password=s3",
+                "postgres:///app?host=/run/postgresql&user=me&password=***",
+            ),
+            ("postgres://app:p%40s3@db/app", "postgres://app:***@db/app"),
+            (
+                "redis://:s3@[fe80::1%25eth0]:6379/0",
+                "redis://:***@[fe80::1%25eth0]:6379/0",
+            ),
+            ("redis://u@host:6379", "redis://***@host:6379"),
+            ("redis://u:@host:6379", "redis://u:***@host:6379"),
+            (
+                "unix:///run/redis.sock?db=1&pass=s3",
+                "unix:///run/redis.sock?db=1&pass=***",
+            ),
+            ("unix://:s3@/run/redis.sock", "unix://:***@/run/redis.sock"),
+            (
+                "sqlite:///var/lib/fusion/x.db?mode=rwc",
+                "sqlite:///var/lib/fusion/x.db?mode=rwc",
+            ),
+            (
+                "sqlite://file@v2.db?password=s3",
+                "sqlite://***@v2.db?password=***",
+            ),
+            ("sqlite::memory:", "sqlite::memory:"),
+            ("file:///srv/fusion/sessions", "file:///srv/fusion/sessions"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    /// A few thousand URLs built from realistic parts, with passwords and hidden query
+    /// values written unescaped and of letters used nowhere else (`Q`, `Ŝ`), and odd text:
+    /// no letter of a secret is shown, and nothing panics.
+    #[test]
+    fn generated_urls_never_show_a_secret() {
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut pick = |parts: &[&'static str]| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            parts[(state % parts.len() as u64) as usize]
+        };
+        let secret_parts = ["Q", "Ŝ", "QŜ", "@", "/", "?", "#", ":", "&", "=", "%40"];
+        for _ in 0..20_000 {
+            let mut url = pick(&[
+                "redis://",
+                "redis+cluster://",
+                "postgres://",
+                "unix://",
+                "sqlite://",
+            ])
+            .to_string();
+            let userinfo = pick(&["", "u:", ":", "app@", "app:"]);
+            url.push_str(userinfo);
+            if userinfo.ends_with(':') {
+                (0..4).for_each(|_| url.push_str(pick(&secret_parts)));
+                url.push('@');
+            }
+            let password_has_at_then_query =
+                url.contains('@') && url.rfind(['?', '#']) > url.find('@');
+            url.push_str(pick(&[
+                "h:6379",
+                "db.internal",
+                "h1:1,h2:2",
+                "[::1]:6379",
+                "",
+            ]));
+            url.push_str(pick(&["", "/", "/0", "/app"]));
+            let mut shown_value_has_at = false;
+            for separator in ["?", "&", "&"] {
+                match pick(&["", "password=", "options=", "pass=", "sslmode=", "user="]) {
+                    "" => break,
+                    shown @ ("sslmode=" | "user=") => {
+                        let value = pick(&["require", "a@b"]);
+                        shown_value_has_at |= value.contains('@');
+                        url.extend([separator, shown, value]);
+                    }
+                    hidden => {
+                        url.extend([separator, hidden]);
+                        (0..3)
+                            .for_each(|_| url.push_str(pick(&["Q", "Ŝ", "@", "/", ":", "?", "="])));
+                    }
+                }
+            }
+            url.push_str(pick(&["", "", "#insecure"]));
+            // The one reading left open (`credentials_end`): a password holding an `@`
+            // and then a `?` or `#`, and an `@` in a shown value after it.
+            if password_has_at_then_query && shown_value_has_at {
+                continue;
+            }
+            let shown = redact_url(&url);
+            assert!(!shown.contains(['Q', 'Ŝ']), "{url} shown as {shown}");
+        }
+        let odd_parts = [
+            "@", "?", "#", "/", ":", "&", "=", "[", "]", ",", "%", "é", "日本", "🦀", "://", "a",
+        ];
+        for _ in 0..20_000 {
+            let text: String = (0..8).map(|_| pick(&odd_parts)).collect();
+            redact_url(&text);
+            redact_text(&text);
+        }
     }
 
     #[test]
