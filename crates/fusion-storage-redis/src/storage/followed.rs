@@ -17,26 +17,28 @@ pub(super) enum Applied {
 /// nothing) read as if the whole write had been refused, and a caller writing again
 /// stored it twice. What a retry then does depends on the write: a stored one is listed
 /// by its retry (an append's retry stores again its messages without ids, also a
-/// conditional append's that expects only a generation, which an append leaves as it is;
-/// another conditional write's is refused as a conflict, the session changed by the write
-/// itself), a deleted one is taken out of the listings. A retry is offered only when `err` is retryable: a
-/// refusal that lasts (an index key of another type) fails the retry too, and one short
-/// of replica acknowledgements is not retried, the write it follows having been stored.
+/// conditional append's that expects a generation other than 0, which an append leaves as
+/// it is; another conditional write's is refused as a conflict, the session changed by the
+/// write itself: one expecting generation 0, no session, meets the one it created), a
+/// deleted one is taken out of the listings. A retry is offered only when `err` is
+/// retryable: a refusal that lasts (an index key of another type) fails the retry too, and
+/// one short of replica acknowledgements is not retried, the write it follows having been
+/// stored.
 pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion_core::Error {
     let said = match (applied, err.is_retryable()) {
         (Applied::Stored, true) => {
             "the session's write itself was stored, only its index entries may not be: a \
              retry of the write lists it (an append's retry stores again its messages that \
-             have no id, a conditional append's too when it expects only a generation; any \
-             other conditional write's retry is refused as a conflict, its own write having \
-             changed the session: read it to see that write)"
+             have no id, a conditional append's too when it expects a generation other \
+             than 0; any other conditional write's retry is refused as a conflict, its own \
+             write having changed the session: read it to see that write)"
         }
         (Applied::Stored, false) => {
             "the session's write itself was stored, only its index entries may not be (or \
              not on enough replicas), so listings may miss it: read the session before \
              writing again, since a write sent again may apply again (an append stores \
-             again its messages that have no id, a conditional one too when it expects \
-             only a generation)"
+             again its messages that have no id, a conditional one too when it expects a \
+             generation other than 0)"
         }
         (Applied::Deleted, true) => {
             "the session itself was deleted, only its index entries may not be taken out \
@@ -123,14 +125,18 @@ mod tests {
 
     /// Found by a review: a retry of a conditional write was said to be refused as a
     /// conflict, but an append expecting only a generation (`Expect::Generation`, which
-    /// an append does not move) meets it again and stores its messages again.
+    /// an append does not move) meets it again and stores its messages again. Found by a
+    /// second review: not one expecting generation 0 (no session), whose retry meets the
+    /// session its first copy created, a conflict.
     #[test]
     fn a_conditional_append_expecting_a_generation_is_not_said_to_conflict() {
         for retryable in [true, false] {
             let shown = stored_before(refusal(retryable), Applied::Stored).to_string();
             assert!(
-                shown.contains("a conditional append's too when it expects only a generation")
-                    || shown.contains("a conditional one too when it expects only a generation"),
+                shown.contains(
+                    "a conditional append's too when it expects a generation other than 0"
+                ) || shown
+                    .contains("a conditional one too when it expects a generation other than 0"),
                 "{shown}"
             );
         }
