@@ -111,3 +111,31 @@ async fn a_primary_with_a_smaller_limit_serving_slots_since_connect_is_read_afte
     }
     assert_eq!(contents(&storage, "lowered").await, ["small"]);
 }
+
+/// A primary that refuses `CONFIG` (here not allowed to the user, as managed services
+/// often do) gives no limit of its own, and the others' still hold: its refusal is its
+/// reply in the read of every primary, not a failure of the whole read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_refusing_config_leaves_the_limits_of_the_others() {
+    let Some((cluster, url)) = two_nodes().await else {
+        return;
+    };
+    let setup = RedisStorage::connect(&url).await.unwrap();
+    on_the_new_node(&cluster, &setup, "lowered").await;
+    let mut old = cluster.old.conn().await.unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "default", "-config"])
+        .query_async(&mut old)
+        .await
+        .unwrap();
+    let refused = redis::cmd("CONFIG")
+        .arg(&["GET", "maxmemory"])
+        .query_async::<redis::Value>(&mut old)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
+    let storage = RedisStorage::connect(&url).await.unwrap();
+    for id in ["lowered", "elsewhere"] {
+        assert_refused_for_size(&append_huge(&storage, id).await, id);
+    }
+}
