@@ -169,7 +169,13 @@ fn config(
         None => McpConfig::new(),
     };
     for name in inherit {
-        check_variable_name(name).with_context(|| format!("--mcp-env {name:?}"))?;
+        // What is refused is most often `NAME=VALUE`, a value (a token) meant for the
+        // server: it is named without its value.
+        let named = match name.split_once('=') {
+            Some((name, _value)) => format!("{name}=…"),
+            None => name.clone(),
+        };
+        check_variable_name(name).with_context(|| format!("--mcp-env {named:?}"))?;
         if std::env::var_os(name).is_none() {
             render::note(format_args!(
                 "note: --mcp-env {name}: it is not set here, so no server is given it"
@@ -249,6 +255,19 @@ mod tests {
         let said = format!("{error:#}");
         assert!(said.starts_with("--mcp: "), "{said}");
         assert!(said.contains("postgresql://app:***@db/x"), "{said}");
+        assert!(!said.contains("s3cret"), "{said}");
+    }
+
+    #[test]
+    fn a_value_given_to_mcp_env_is_not_quoted() {
+        // `--mcp-env NAME=VALUE` was refused quoting it whole, the token it most often
+        // holds with it, where --mcp's refusal hides a line's password.
+        let error = config(None, &[], &["GITHUB_TOKEN=ghp_s3cret".to_owned()]).unwrap_err();
+        let said = format!("{error:#}");
+        assert!(
+            said.starts_with("--mcp-env \"GITHUB_TOKEN=…\": not a variable's name"),
+            "{said}"
+        );
         assert!(!said.contains("s3cret"), "{said}");
     }
 
