@@ -8,10 +8,13 @@
 /// (Fusion's and the bundled drivers' settings, such as `key_prefix` or `sslmode`):
 /// `password=` and `pass=`, and also a misspelt `pasword=`, whose value is as secret.
 /// A bare piece of query that is not a known key is hidden whole; a fragment's pieces
-/// (`#pw=x`) are hidden as the query's, Redis's `#insecure` shown.
+/// (`#pw=x`) are hidden as the query's, Redis's `#insecure` shown. A `sqlite:` or
+/// `file:` URL names a file and holds no credentials: its path is shown whole, an `@` in
+/// it too.
 ///
 /// ```
 /// use fusion_core::redact_url;
+/// assert_eq!(redact_url("sqlite://./node_modules/@app/x.db"), "sqlite://./node_modules/@app/x.db");
 /// assert_eq!(redact_url("redis://app:s3cret@db:6379/0"), "redis://app:***@db:6379/0");
 /// assert_eq!(redact_url("sqlite://x.db?password=p"), "sqlite://x.db?password=***");
 /// assert_eq!(redact_url("postgres://h/db?sslmode=require&pasword=p"), "postgres://h/db?sslmode=require&pasword=***");
