@@ -122,14 +122,16 @@ fn with_port(host_port: &str, default: u16) -> Option<String> {
     }
 }
 
-/// The URL with its password hidden, for messages: a server URL the user configured
-/// (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster URL's one credential).
-///
-/// It is fusion-core's `redact_url` (so xtask hides a password as every error of the
-/// library does, one written unescaped with `/`, `?` or `@` in it too), compiled in from
-/// its source file, which needs nothing but std: xtask stays free of fusion-core's
-/// dependencies, and builds fast before every commit. (Its package would leave that file
-/// out, so `cargo xtask ci` does not package xtask: `NOT_PACKAGED`.)
+// The URL with its password hidden, for messages: a server URL the user configured
+// (`postgres://u:***@h/db`, `redis://:***@h:6379`, a cluster URL's one credential).
+//
+// It is fusion-core's `redact_url` (so xtask hides a password as every error of the
+// library does, one written unescaped with `/`, `?` or `@` in it too), compiled in from
+// its source file, which needs nothing but std: xtask stays free of fusion-core's
+// dependencies, and builds fast before every commit. (Its package would leave that file
+// out, so `cargo xtask ci` does not package xtask: `NOT_PACKAGED`.) A plain comment, not a
+// doc comment: rustdoc would read the file's own docs, which link `redact_url`, in this
+// module's scope, where that name is not.
 #[path = "../../../crates/fusion-core/src/redact.rs"]
 #[allow(
     dead_code,
