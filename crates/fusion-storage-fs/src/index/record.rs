@@ -249,6 +249,7 @@ impl Index {
 #[cfg(test)]
 mod tests {
     use std::fs;
+    use std::path::Path;
     use std::sync::{Arc, mpsc};
     use std::time::Duration;
 
@@ -269,12 +270,26 @@ mod tests {
         )
     }
 
+    /// A built index in `dir` that recorded the creation of session `a`.
+    fn built_with_a(dir: &Path) -> (Index, Recorded) {
+        let index = Index::new(dir);
+        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
+        assert!(index.is_built());
+        (index, a)
+    }
+
+    /// Writes `a` (last recorded at `t`) and checks that the write marked the index for a
+    /// rebuild: the lines its removed journal took are read by nobody.
+    fn next_write_reports_the_removed_journal(index: &Index, t: i64) {
+        let written = index.record("a", Change::Write, t + 1, false).unwrap();
+        assert!(written.t > t);
+        assert!(!index.is_built(), "the removed journal went unreported");
+    }
+
     #[test]
     fn a_write_refused_before_its_line_leaves_a_removed_journal_to_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::new(dir.path());
-        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
-        assert!(index.is_built());
+        let (index, a) = built_with_a(dir.path());
         // Its journal removed by hand, found so at the next write a second on.
         for entry in fs::read_dir(index.root().join(super::super::live::LIVE_DIR)).unwrap() {
             fs::remove_file(entry.unwrap().path()).unwrap();
@@ -286,17 +301,13 @@ mod tests {
         assert!(refused.is_err());
         // The next write finds the journal removed, and marks the index for a rebuild:
         // the lines its journal took since it was last found in place are read by nobody.
-        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
-        assert!(written.t > a.t);
-        assert!(!index.is_built(), "the removed journal went unreported");
+        next_write_reports_the_removed_journal(&index, a.t);
     }
 
     #[test]
     fn a_write_failing_after_it_found_its_journal_removed_leaves_that_to_the_next() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::new(dir.path());
-        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
-        assert!(index.is_built());
+        let (index, a) = built_with_a(dir.path());
         // Its journal removed by hand, and a link where the journals go: the next write,
         // a second on, finds the journal removed and cannot start another.
         let live = index.root().join(super::super::live::LIVE_DIR);
@@ -307,17 +318,13 @@ mod tests {
         assert!(index.record("a", Change::Write, a.t + 1, false).is_err());
         // Once journals can be made again, the next write reports the removed journal.
         fs::remove_file(&live).unwrap();
-        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
-        assert!(written.t > a.t);
-        assert!(!index.is_built(), "the removed journal went unreported");
+        next_write_reports_the_removed_journal(&index, a.t);
     }
 
     #[test]
     fn a_journal_whose_directory_became_a_file_is_taken_for_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::new(dir.path());
-        let a = index.record("a", Change::Create, i64::MIN, false).unwrap();
-        assert!(index.is_built());
+        let (index, a) = built_with_a(dir.path());
         // The journals' directory moved aside by hand and a file put in its place: the
         // journal's path fails "not a directory", and names no journal.
         let live = index.root().join(super::super::live::LIVE_DIR);
@@ -327,9 +334,7 @@ mod tests {
         // Taken for in place, its line would go to the moved journal, read by nobody.
         assert!(index.record("a", Change::Write, a.t + 1, false).is_err());
         fs::remove_file(&live).unwrap();
-        let written = index.record("a", Change::Write, a.t + 1, false).unwrap();
-        assert!(written.t > a.t);
-        assert!(!index.is_built(), "the removed journal went unreported");
+        next_write_reports_the_removed_journal(&index, a.t);
     }
 
     #[test]
