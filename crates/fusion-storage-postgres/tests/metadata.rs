@@ -6,7 +6,7 @@
 mod support;
 
 use fusion_core::testkit::StorageHarness;
-use fusion_core::testkit::exactly_once::with_ids;
+use fusion_core::testkit::writes::every_write;
 use std::time::Duration;
 
 use fusion_core::{
@@ -259,52 +259,24 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
             let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
             sqlx::query(&damage).execute(&mut raw).await.unwrap();
             let before = snapshot(&mut raw).await;
-            let more = [ChatMessage::user("c")];
             let since = Expect::UnwrittenSince {
                 revision,
                 since: std::time::SystemTime::now(),
             };
             let generation = Expect::Generation(revision.generation);
-            let ided = with_ids("more", 1);
             let retitle = MetaUpdate::new().title(Some("t"));
-            let writes: [(&str, fusion_core::Result<()>); 9] = [
-                ("append", storage.append("damaged", &more).await),
-                ("append with ids", storage.append("damaged", &ided).await),
-                ("truncate", storage.truncate("damaged", 1).await),
-                ("save", storage.save("damaged", &more).await),
-                (
-                    "write_if",
-                    storage
-                        .write_if("damaged", generation, Change::Append(&more))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "write_if save",
-                    storage
-                        .write_if("damaged", generation, Change::Replace(&more))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "write_if rewrite",
-                    storage
-                        .write_if("damaged", generation, Change::Rewrite(&more))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "update_session",
-                    storage.update_session("damaged", &retitle).await.map(drop),
-                ),
-                (
-                    "write_if since",
-                    storage
-                        .write_if("damaged", since, Change::Truncate(1))
-                        .await
-                        .map(drop),
-                ),
-            ];
+            let mut writes = every_write(&storage, "damaged", generation).await;
+            writes.push((
+                "update_session",
+                storage.update_session("damaged", &retitle).await.map(drop),
+            ));
+            writes.push((
+                "write_if since",
+                storage
+                    .write_if("damaged", since, Change::Truncate(1))
+                    .await
+                    .map(drop),
+            ));
             for (what, result) in writes {
                 let Err(err) = result else {
                     panic!("{column} = {value}, {what}: written");

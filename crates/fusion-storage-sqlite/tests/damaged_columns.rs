@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use fusion_core::testkit::writes::every_write;
 use fusion_core::{
     Change, ChatMessage, ConversationStorage, Error, Expect, MessageId, MetaUpdate, SessionOrder,
     SessionQuery,
@@ -155,7 +156,6 @@ async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_noth
         ("created_at", "'x'"),
         ("created_at", "-1"),
     ];
-    let with_id = |id: &str| ChatMessage::user(id).with_id(MessageId::parse(id).unwrap());
     for url in both_paths(dir.path()) {
         for (column, value) in cases {
             let storage = SqliteStorage::connect(&url).await.unwrap();
@@ -163,42 +163,8 @@ async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_noth
             let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
             sqlx::query(&damage).execute(storage.pool()).await.unwrap();
             let before = snapshot(&storage).await;
-            let (more, ided) = (turn("two"), [with_id("b")]);
             let expect = Expect::Generation(storage.load_revision("s").await.unwrap().1.generation);
-            let writes = [
-                ("append", storage.append("s", &more).await),
-                ("append with ids", storage.append("s", &ided).await),
-                ("save", storage.save("s", &more).await),
-                ("truncate", storage.truncate("s", 1).await),
-                (
-                    "write_if append",
-                    storage
-                        .write_if("s", expect, Change::Append(&ided))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "write_if replace",
-                    storage
-                        .write_if("s", expect, Change::Replace(&more))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "write_if rewrite",
-                    storage
-                        .write_if("s", expect, Change::Rewrite(&more))
-                        .await
-                        .map(drop),
-                ),
-                (
-                    "write_if truncate",
-                    storage
-                        .write_if("s", expect, Change::Truncate(1))
-                        .await
-                        .map(drop),
-                ),
-            ];
+            let writes = every_write(&storage, "s", expect).await;
             for (write, result) in writes {
                 assert!(
                     is_corrupt(result, column, true),

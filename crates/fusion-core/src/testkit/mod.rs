@@ -44,6 +44,7 @@ pub mod port;
 pub mod retention;
 pub mod search;
 pub mod times;
+pub mod writes;
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
