@@ -30,8 +30,8 @@ use serde_json::Value;
 use tracing::{Instrument, debug, field, info, info_span, trace};
 
 use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest, Gate};
-use crate::tools::check_arguments;
 use crate::tools::registry::ToolRegistry;
+use crate::tools::schema::check_and_fit_arguments;
 
 /// How long one tool call may run unless configured otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -271,7 +271,7 @@ impl ToolExecutor {
             })?;
         // Models often send "" for a tool without parameters, and Ollama sends `null` (its
         // empty arguments map, written out by Go): both mean no arguments.
-        let args: Value = if call.arguments.trim().is_empty() {
+        let mut args: Value = if call.arguments.trim().is_empty() {
             Value::Object(Default::default())
         } else {
             match serde_json::from_str(&call.arguments) {
@@ -286,7 +286,7 @@ impl ToolExecutor {
                 }
             }
         };
-        check_arguments(&schema, &args).map_err(|problems| {
+        check_and_fit_arguments(&schema, &mut args).map_err(|problems| {
             format!(
                 "Error: invalid arguments for `{name}`: {problems}. Call the tool again with \
                  arguments matching this schema: {schema}"
@@ -492,6 +492,56 @@ mod tests {
             out[0].output
         );
         assert!(out[0].output.len() < 500, "{} bytes", out[0].output.len());
+    }
+
+    /// Reads `n` as its schema promised: an integer.
+    struct Repeat;
+
+    #[async_trait]
+    impl Tool for Repeat {
+        fn name(&self) -> &str {
+            "repeat"
+        }
+        fn description(&self) -> &str {
+            "test tool"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]})
+        }
+        async fn call(&self, args: Value) -> Result<String> {
+            let n = args["n"].as_i64().ok_or_else(|| Error::Tool {
+                tool: "repeat".into(),
+                message: format!("`n` is not an integer: {}", args["n"]),
+            })?;
+            Ok("x".repeat(n as usize))
+        }
+    }
+
+    /// Found by a review: a model's `2.0` for an `"integer"` passed the check (JSON Schema
+    /// holds it an integer) but reached the tool as a float, which `as_i64()` refuses.
+    #[tokio::test]
+    async fn an_integral_float_reaches_an_integer_property_as_an_integer() {
+        let executor =
+            ToolExecutor::new(ToolRegistry::new().with(Repeat), ExecutorConfig::default());
+        let calls = [
+            ToolCall::new("1", "repeat", r#"{"n": 2.0}"#),
+            ToolCall::new("2", "repeat", r#"{"n": 3}"#),
+            ToolCall::new("3", "repeat", r#"{"n": 2.5}"#),
+        ];
+        let out = executor.execute_all(&calls).await;
+        assert!(out[0].success && out[0].output == "xx", "{}", out[0].output);
+        assert!(
+            out[1].success && out[1].output == "xxx",
+            "{}",
+            out[1].output
+        );
+        assert!(
+            out[2]
+                .output
+                .contains("`n` must be an integer but is a number"),
+            "{}",
+            out[2].output
+        );
     }
 
     /// Found by a review: a tool's output was kept whole, so one returning 100 MB went

@@ -39,7 +39,7 @@
 
 pub mod files;
 pub(crate) mod registry;
-mod schema;
+pub(crate) mod schema;
 pub(crate) mod tool;
 pub(crate) mod workspace;
 

@@ -9,12 +9,23 @@
 //! its declared `type`s and, when given, one of its `enum` values (numbers compared by
 //! value, as JSON Schema does: `2.0` is `2`); with `"additionalProperties": false`, no
 //! undeclared property appears.
+//!
+//! The executor checks with [`check_and_fit_arguments`], which in the same walk writes an
+//! integral number a property takes as `"integer"` (`2.0`) as an integer (`2`): the tool
+//! then gets what its schema promised, where `as_i64()` on `2.0` is `None`.
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Number, Value};
 
 /// Checks `args` against `schema`, returning every problem found, joined into one message
 /// written for the model.
 pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
+    // A copy, so that this check and the executor's are one walk; a call's arguments are small.
+    check_and_fit_arguments(schema, &mut args.clone())
+}
+
+/// [`check_arguments`], also writing each integral float checked against `"integer"` as an
+/// integer; on `Err`, `args` may be partly rewritten.
+pub(crate) fn check_and_fit_arguments(schema: &Value, args: &mut Value) -> Result<(), String> {
     let Some(schema) = schema.as_object() else {
         // A tool without a usable schema accepts anything; the tool itself decides.
         return Ok(());
@@ -28,10 +39,14 @@ pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
                 type_names(ty),
                 kind(args)
             )),
-            _ => Ok(()),
+            Some(ty) => {
+                fit_integer(ty, args);
+                Ok(())
+            }
+            None => Ok(()),
         };
     }
-    let Some(args) = args.as_object() else {
+    let Value::Object(args) = args else {
         return Err(format!("expected a JSON object but got {}", kind(args)));
     };
     let empty = Map::new();
@@ -51,7 +66,7 @@ pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
             problems.push(format!("missing required property `{name}`"));
         }
     }
-    for (name, value) in args {
+    for (name, value) in args.iter_mut() {
         match properties.get(name) {
             Some(declared) => check_property(name, declared, value, &mut problems),
             None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
@@ -71,16 +86,17 @@ pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
     }
 }
 
-fn check_property(name: &str, declared: &Value, value: &Value, problems: &mut Vec<String>) {
-    if let Some(ty) = declared.get("type")
-        && !matches_type(ty, value)
-    {
-        problems.push(format!(
-            "property `{name}` must be {} but is {}",
-            type_names(ty),
-            kind(value)
-        ));
-        return;
+fn check_property(name: &str, declared: &Value, value: &mut Value, problems: &mut Vec<String>) {
+    if let Some(ty) = declared.get("type") {
+        if !matches_type(ty, value) {
+            problems.push(format!(
+                "property `{name}` must be {} but is {}",
+                type_names(ty),
+                kind(value)
+            ));
+            return;
+        }
+        fit_integer(ty, value);
     }
     if let Some(allowed) = declared.get("enum").and_then(Value::as_array)
         && !allowed.iter().any(|one| same_json(one, value))
@@ -112,6 +128,36 @@ fn same_json(a: &Value, b: &Value) -> bool {
                     .all(|(key, x)| ys.get(key).is_some_and(|y| same_json(x, y)))
         }
         _ => a == b,
+    }
+}
+
+/// Writes `value`, which has a type `ty` names, as an integer when it is an integral float
+/// and `ty` names `"integer"` (then the float is the integer JSON Schema took it for, and
+/// still a number for `as_f64()`). A float past `i64`/`u64` (`1e300`) stays as it is.
+fn fit_integer(ty: &Value, value: &mut Value) {
+    let names_integer = match ty {
+        Value::String(name) => name == "integer",
+        Value::Array(names) => names.iter().any(|name| name == "integer"),
+        _ => false,
+    };
+    let Some(float) = value.as_f64().filter(|_| names_integer && value.is_f64()) else {
+        return;
+    };
+    // Within these bounds `as` is exact for an integral float, and a fraction (`2.5` for
+    // `["integer", "number"]`) does not come back equal; `as` would saturate past them.
+    let integer = if (i64::MIN as f64..0.0).contains(&float) {
+        Some(float as i64)
+            .filter(|&i| i as f64 == float)
+            .map(Number::from)
+    } else if (0.0..u64::MAX as f64).contains(&float) {
+        Some(float as u64)
+            .filter(|&u| u as f64 == float)
+            .map(Number::from)
+    } else {
+        None
+    };
+    if let Some(integer) = integer {
+        *value = Value::Number(integer);
     }
 }
 
@@ -249,6 +295,48 @@ mod tests {
             let err = check_arguments(&schema, &args).unwrap_err();
             assert!(err.contains("must be"), "{args}: {err}");
         }
+    }
+
+    /// Each integral float an `"integer"` type takes is written as that integer; numbers
+    /// other types take, fractions and floats past 64 bits stay as written.
+    #[test]
+    fn integral_floats_are_fitted_to_integer_properties() {
+        let schema = json!({"type": "object", "properties": {
+            "int": {"type": "integer"},
+            "either": {"type": ["integer", "number"]},
+            "number": {"type": "number"},
+            "untyped": {}
+        }});
+        let fitted = |args: Value| {
+            let mut args = args;
+            check_and_fit_arguments(&schema, &mut args).unwrap();
+            args
+        };
+        let big = 2f64.powi(63);
+        let past_u64 = 2f64.powi(64);
+        assert_eq!(fitted(json!({"int": 2.0}))["int"], json!(2));
+        assert!(fitted(json!({"int": -0.0}))["int"].is_u64());
+        assert_eq!(fitted(json!({"int": -big}))["int"], json!(i64::MIN));
+        assert_eq!(fitted(json!({"int": big}))["int"], json!(1u64 << 63));
+        assert_eq!(fitted(json!({"either": -7.0}))["either"], json!(-7));
+        for kept in [
+            json!({"either": 2.5}),
+            json!({"number": 2.0}),
+            json!({"untyped": 2.0}),
+            json!({"int": past_u64}),
+            json!({"int": -2.0 * big}),
+            json!({"int": 1e300}),
+        ] {
+            let args = fitted(kept.clone());
+            let (name, value) = args.as_object().unwrap().iter().next().unwrap();
+            assert!(value.is_f64() && *value == kept[name], "{kept}");
+        }
+        let mut top = json!(4.0);
+        assert_eq!(
+            check_and_fit_arguments(&json!({"type": "integer"}), &mut top),
+            Ok(())
+        );
+        assert_eq!(top, json!(4));
     }
 
     #[test]

@@ -11,10 +11,12 @@ use serde_json::Value;
 ///
 /// `call` receives arguments that already passed
 /// [`check_arguments`](crate::tools::check_arguments) against
-/// [`parameters`](Self::parameters). Return [`fusion_core::Error::Tool`] for failures the
-/// model should read ("file not found"); the executor shows it to the model and the turn
-/// goes on. Calls run concurrently with the other calls of the same assistant message, on
-/// the agent's task: CPU-heavy or blocking work belongs in `tokio::task::spawn_blocking`.
+/// [`parameters`](Self::parameters), with an integral float given for an `"integer"`
+/// property (`2.0`) written as an integer (`2`), so `as_i64()` reads it. Return
+/// [`fusion_core::Error::Tool`] for failures the model should read ("file not found"); the
+/// executor shows it to the model and the turn goes on. Calls run concurrently with the
+/// other calls of the same assistant message, on the agent's task: CPU-heavy or blocking
+/// work belongs in `tokio::task::spawn_blocking`.
 #[async_trait]
 pub trait Tool: Send + Sync {
     /// The name the model calls the tool by (`[a-zA-Z0-9_-]`, at most 64 characters, as
