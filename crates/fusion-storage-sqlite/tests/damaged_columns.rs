@@ -130,8 +130,11 @@ async fn a_sessions_cell_of_the_wrong_type_is_corrupt_naming_session_and_column(
 async fn snapshot(storage: &SqliteStorage) -> Vec<String> {
     let rows = "SELECT quote(id) || quote(created_at) || quote(updated_at) \
                 || quote(message_count) || quote(generation) || quote(recent_ids) \
-                || quote(expires_at) FROM sessions \
-                UNION ALL SELECT quote(session_id) || seq || message FROM messages ORDER BY 1";
+                || quote(expires_at) || quote(owner) FROM sessions \
+                UNION ALL SELECT quote(session_id) || seq || message FROM messages \
+                UNION ALL SELECT quote(session_id) || quote(title) || tags || data \
+                FROM session_meta \
+                UNION ALL SELECT quote(session_id) || quote(tag) FROM session_tags ORDER BY 1";
     sqlx::query_scalar(rows)
         .fetch_all(storage.pool())
         .await
@@ -142,8 +145,11 @@ async fn snapshot(storage: &SqliteStorage) -> Vec<String> {
 /// (text, a blob, a real, an integer out of range: a hand edit) is corrupt naming session
 /// and column, as `session_info` says, and writes nothing, on both paths, whichever
 /// statement would change the row (an append with and without ids, conditional or not, a
-/// save, a rewrite, a truncate). Found by a review: an append, save or truncate returned
-/// `Ok`, and `MAX(excluded.updated_at, sessions.updated_at)` kept the damage.
+/// save, a rewrite, a truncate, a metadata update, a write under `UnwrittenSince`). Found
+/// by a review: an append, save or truncate returned `Ok`, and
+/// `MAX(excluded.updated_at, sessions.updated_at)` kept the damage; and a write under
+/// `UnwrittenSince` on an `updated_at` past `i64::MAX / 1000` said `Conflict`, which no
+/// reload and retry resolves, as PostgreSQL's test of the same calls says `Corrupt`.
 #[tokio::test]
 async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,8 +169,30 @@ async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_noth
             let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
             sqlx::query(&damage).execute(storage.pool()).await.unwrap();
             let before = snapshot(&storage).await;
-            let expect = Expect::Generation(storage.load_revision("s").await.unwrap().1.generation);
-            let writes = every_write(&storage, "s", expect).await;
+            let (_, revision) = storage.load_revision("s").await.unwrap();
+            let expect = Expect::Generation(revision.generation);
+            let mut writes = every_write(&storage, "s", expect).await;
+            // The two PostgreSQL's test adds: a metadata update (refused already, as it
+            // decodes the facts first) and a write under `UnwrittenSince`.
+            let retag = MetaUpdate::new()
+                .title(Some("t"))
+                .owner(Some("o"))
+                .add_tag("t");
+            writes.push((
+                "update_session",
+                storage.update_session("s", &retag).await.map(drop),
+            ));
+            let since = Expect::UnwrittenSince {
+                revision,
+                since: std::time::SystemTime::now(),
+            };
+            writes.push((
+                "write_if since",
+                storage
+                    .write_if("s", since, Change::Truncate(1))
+                    .await
+                    .map(drop),
+            ));
             for (write, result) in writes {
                 assert!(
                     is_corrupt(result, column, true),

@@ -18,6 +18,7 @@ use std::borrow::Cow;
 use fusion_core::{Error, MetaUpdate, RecentIds, Revision, SessionInfo, is_expired};
 
 use super::dedup::{Decided, Dedup};
+use super::statements::{time_holds, times_hold};
 use super::{
     BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_RECENT, Kept,
     READ_INFO, READ_REVISION, READ_REVISION_AND_RECENT, Value, Write,
@@ -26,11 +27,17 @@ use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
 
 /// The statement that reads what [`READ_REVISION_AND_RECENT`] does and, fifth,
-/// `updated_at`, as a literal for `concat!`.
+/// `updated_at`, as a literal for `concat!`. The row's times must hold ([`times_hold!`]):
+/// an integer `updated_at` no write stores (past `i64::MAX / 1000`) would read as a write
+/// after any `since`, a conflict that no reload and retry resolves, where every other
+/// write says the session is corrupt.
 macro_rules! read_revision_and_updated {
     () => {
-        "SELECT generation, message_count, expires_at, recent_ids, updated_at \
-         FROM sessions WHERE id = ?1"
+        concat!(
+            "SELECT generation, message_count, expires_at, recent_ids, updated_at \
+             FROM sessions WHERE id = ?1 AND ",
+            times_hold!()
+        )
     };
 }
 

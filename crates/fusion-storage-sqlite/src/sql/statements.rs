@@ -58,6 +58,10 @@ macro_rules! time_holds {
     };
 }
 
+// For the read of a write under `UnwrittenSince` (`super::check`), which compares
+// `updated_at` before any of these statements runs.
+pub(super) use {time_holds, times_hold};
+
 /// APPEND's first statement: bump the session's count by ?3 (creating the row, with the
 /// fresh generation ?4; an existing row keeps its generation, and moves an idle expiry),
 /// and set an existing row's `recent_ids` to `$recent` (a new row's is ?6).
