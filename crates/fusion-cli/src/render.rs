@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use fusion::ChatMessage;
+use fusion::agent::escape_hidden;
 use fusion::api::export;
 use fusion::storage::{Expiry, SessionInfo};
 
@@ -285,33 +286,50 @@ pub fn shorten(text: &str, max_chars: usize) -> String {
 
 /// `text` safe to print on a terminal: every control character but new line and tab
 /// written as a visible escape (`\x1b`, `\r`, `\u{9b}`), except the `\r` of a `\r\n`
-/// line end, which is left out.
+/// line end, which is left out; and every character that is invisible or reorders what
+/// follows escaped as [`escape_hidden`] escapes it (`\u202e`, `\u200b`, `\u2028`).
 ///
-/// What reaches the terminal (the model's text, tool results, a stored session) is
-/// untrusted: a prompt-injected model or an MCP server could otherwise clear the screen,
-/// set the window title or the clipboard (OSC 52), or overwrite a `[failed]` mark with
-/// `\r` and a line of its own.
+/// What reaches the terminal (the model's text, tool results, a stored session, an error
+/// line) is untrusted: a prompt-injected model or an MCP server could otherwise clear the
+/// screen, set the window title or the clipboard (OSC 52), overwrite a `[failed]` mark
+/// with `\r` and a line of its own, or make a line read as another (a bidi override
+/// turning `txt.exe` around, a zero-width space inside a command).
+///
+/// The zero-width joiner and non-joiner and the variation selectors, which
+/// [`escape_hidden`] escapes too, are kept: emoji (`⚠️`, `👩‍💻`) and scripts such as
+/// Persian and Devanagari are written with them, and they cannot reorder text. Each
+/// character is judged alone, so a text printed in pieces (a streamed answer) reads as
+/// the whole would.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if !text.contains(unsafe_char) {
-        return Cow::Borrowed(text);
-    }
+    let terminal_control = |c: char| c.is_control() && c != '\n' && c != '\t';
     let mut out = String::with_capacity(text.len() + 8);
+    // The run of characters since the last kept joiner or tab, for `escape_hidden`.
+    let mut run = String::new();
     let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         match c {
             '\r' if chars.peek() == Some(&'\n') => {}
-            '\r' => out.push_str("\\r"),
-            c if unsafe_char(c) && u32::from(c) < 0x80 => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            '\r' => run.push_str("\\r"),
+            c if terminal_control(c) && u32::from(c) < 0x80 => {
+                let _ = write!(run, "\\x{:02x}", u32::from(c));
             }
-            c if unsafe_char(c) => {
-                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            c if terminal_control(c) => {
+                let _ = write!(run, "\\u{{{:x}}}", u32::from(c));
             }
-            c => out.push(c),
+            '\t' | '\u{200c}' | '\u{200d}' | '\u{fe00}'..='\u{fe0f}' => {
+                out.push_str(&escape_hidden(&run));
+                run.clear();
+                out.push(c);
+            }
+            c => run.push(c),
         }
     }
-    Cow::Owned(out)
+    out.push_str(&escape_hidden(&run));
+    if out == text {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(out)
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +367,39 @@ mod tests {
         let shown = transcript("s", None, &session);
         assert!(shown.contains("hi\\x1b]0;owned\\x07"), "{shown}");
         assert!(!shown.contains('\x1b'), "{shown}");
+    }
+
+    /// Model text and error lines could read as something else on screen: a bidi
+    /// override turns `txt.exe` around, a zero-width space hides inside a command, a line
+    /// separator breaks a line where none shows in the text.
+    #[test]
+    fn characters_that_hide_or_reorder_text_print_as_escapes() {
+        assert_eq!(
+            printable("report\u{202e}txt.exe a\u{2067}b\u{2069}"),
+            r"report\u202etxt.exe a\u2067b\u2069"
+        );
+        assert_eq!(
+            printable("rm\u{200b}-rf\t\u{feff}/\u{2060}\u{2028}\u{2029}\u{ad}"),
+            "rm\\u200b-rf\t\\ufeff/\\u2060\\u2028\\u2029\\u00ad"
+        );
+        let session = [ChatMessage::assistant("ok\u{202d}dlrow")];
+        let shown = transcript("s", None, &session);
+        assert!(shown.contains(r"ok\u202ddlrow"), "{shown}");
+    }
+
+    #[test]
+    fn ordinary_text_and_emoji_print_as_they_are_even_in_pieces() {
+        // Variation selectors and joiners make these emoji and Persian's half-space.
+        let plain = "你好，世界 ⚠️ 👩\u{200d}💻 می\u{200c}خواهم\tok\n";
+        assert!(matches!(printable(plain), Cow::Borrowed(_)), "{plain}");
+        let text = "a\u{202e}b 👩\u{200d}💻\x1b[2J";
+        let whole = printable(text);
+        let pieces: String = ["a\u{202e}", "b 👩", "\u{200d}💻\x1b", "[2J"]
+            .iter()
+            .map(|piece| printable(piece))
+            .collect();
+        assert_eq!(pieces, whole);
+        assert_eq!(whole, "a\\u202eb 👩\u{200d}💻\\x1b[2J");
     }
     use std::time::{Duration, UNIX_EPOCH};
 
