@@ -133,7 +133,7 @@ pub async fn import(store: &Store, file: &Path, id: Option<&str>, replace: bool)
     // not know, a file-system session file ending inside a batch), naming what and where.
     let imported = export::read(&text)
         .map_err(|err| match err {
-            // "the file is empty" names no file here: stdin held nothing.
+            // The library's words fit any text; stdin's say what an empty pipe usually means.
             export::ImportError::Empty if from_stdin => anyhow::anyhow!(
                 "stdin held nothing (it ended before any message, or held only blanks); pipe \
                  a json or jsonl export into it, or name the file to import"

@@ -23,8 +23,9 @@ pub enum ExportError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
-    /// The file holds nothing but blanks.
-    #[error("the file is empty")]
+    /// The export holds nothing but blanks. (Said of the export, not of a file: the text
+    /// may come from stdin or from memory.)
+    #[error("the export is empty: it holds nothing but blanks")]
     Empty,
     /// A line of a `jsonl` file is not a message.
     #[error("line {line} is not a valid message")]

@@ -209,7 +209,13 @@ fn broken_files_name_what_is_wrong() {
         err.starts_with("not a valid json export") && err.contains("line 4"),
         "{err}"
     );
-    assert!(matches!(read("  \n"), Err(ImportError::Empty)));
+    let blank = read("  \n").unwrap_err();
+    assert!(matches!(blank, ImportError::Empty), "{blank:?}");
+    // `read` takes text from anywhere (stdin, memory): an empty one is not called a file.
+    assert_eq!(
+        blank.to_string(),
+        "the export is empty: it holds nothing but blanks"
+    );
     let no_messages = r#"{"id":"x","messages":[]}"#;
     assert!(matches!(read(no_messages), Err(ImportError::NoMessages)));
     let wrong_role = r#"{"role":"wizard","content":"hi"}"#;
