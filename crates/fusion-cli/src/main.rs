@@ -135,6 +135,12 @@ pub struct ChatArgs {
     #[arg(long, value_name = "SECONDS", value_parser = chat::parse_tool_timeout,
           allow_negative_numbers = true)]
     pub tool_timeout: Option<Duration>,
+    /// The most bytes of one tool call's output the model is shown and the session keeps
+    /// (default 1 MiB and 8 KiB); a longer one keeps its start and end around a note of
+    /// what was cut. Lower it for a model with a small context window.
+    #[arg(long, value_name = "BYTES", env = "FUSION_MAX_TOOL_OUTPUT_BYTES",
+          value_parser = variables::max_tool_output, allow_negative_numbers = true)]
+    pub max_tool_output: Option<usize>,
 }
 
 /// Options of `fusion sessions list`.

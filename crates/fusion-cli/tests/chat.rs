@@ -133,6 +133,67 @@ async fn tool_calls_are_shown_with_arguments_and_output_and_stored() {
     assert!(shown.contains("tool result (read_file, call "), "{shown}");
 }
 
+/// Found by a review: the tool output bound (`max_tool_output_bytes`) had no flag or
+/// variable, so `fusion chat` showed a model with a small context window 1 MiB of output.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tool_output_past_the_bound_reaches_the_model_cut() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, _) = storage(tmp.path());
+    let long = format!("start{}end", "x".repeat(5000));
+    std::fs::write(tmp.path().join("long.txt"), &long).unwrap();
+    let tool_message = |server: &MockLlmServer| {
+        let second = request_messages(&server.requests()[1]);
+        second
+            .into_iter()
+            .find(|m| m.starts_with("tool: "))
+            .unwrap()
+    };
+    let ask = |server: &MockLlmServer| {
+        server
+            .push_tool_call("read_file", r#"{"path":"long.txt"}"#)
+            .push_text("Read.");
+    };
+
+    let server = MockLlmServer::start().await;
+    ask(&server);
+    let args = [
+        "--session",
+        "flag",
+        "--storage",
+        &url,
+        "--max-tool-output",
+        "2000",
+    ];
+    let output = chat(tmp.path(), &server, &args, "Read long.txt\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let shown = tool_message(&server);
+    assert!(
+        shown.len() <= "tool: ".len() + 2000,
+        "{} bytes",
+        shown.len()
+    );
+    assert!(
+        shown.contains("[tool output cut: ") && shown.contains("start"),
+        "{shown}"
+    );
+    assert!(shown.ends_with("end"), "{shown}");
+
+    let server = MockLlmServer::start().await;
+    ask(&server);
+    let mut command = common::chat_command(tmp.path(), &server.base_url());
+    command
+        .args(["--session", "variable", "--storage", &url])
+        .env("FUSION_MAX_TOOL_OUTPUT_BYTES", "2000");
+    let output = common::feed(command, "Read long.txt\n").await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(tool_message(&server).contains("[tool output cut: "));
+
+    let refused = chat(tmp.path(), &server, &["--max-tool-output", "1k"], "").await;
+    assert!(!refused.status.success());
+    let said = text(&refused.stderr);
+    assert!(said.contains("FUSION_MAX_TOOL_OUTPUT_BYTES"), "{said}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_later_run_resumes_the_stored_conversation() {
     let tmp = tempfile::tempdir().unwrap();

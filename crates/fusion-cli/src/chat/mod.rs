@@ -159,6 +159,9 @@ pub async fn run(store: Store, args: ChatArgs) -> Result<ExitCode> {
     if let Some(timeout) = args.tool_timeout {
         builder = builder.tool_timeout(timeout);
     }
+    if let Some(bytes) = args.max_tool_output {
+        builder = builder.max_tool_output_bytes(bytes);
+    }
     let session = builder
         .build()
         .await

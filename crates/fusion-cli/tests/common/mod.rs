@@ -45,6 +45,7 @@ pub fn fusion(data_dir: &Path) -> Command {
         "FUSION_NATIVE_TOOLS",
         "FUSION_PORTABLE_CALL_IDS",
         "FUSION_UI_TOKEN",
+        "FUSION_MAX_TOOL_OUTPUT_BYTES",
     ] {
         command.env_remove(var);
     }
