@@ -92,9 +92,10 @@ pub enum ImportError {
         /// Its path in the message: `content[1].image_url`.
         field: String,
     },
-    /// A tool result without the `tool_call_id` of the call it answers (none, or an empty
-    /// one). A storage would keep it, but every OpenAI-compatible server refuses a request
-    /// whose history holds one, so no turn of the imported session could be sent.
+    /// A tool result without the `tool_call_id` of the call it answers (none, or one empty
+    /// or of blanks only). A storage would keep it, but every OpenAI-compatible server
+    /// refuses a request whose history holds one, so no turn of the imported session could
+    /// be sent.
     #[error(
         "{place} is a tool result without \"tool_call_id\", the id of the call it answers: OpenAI-compatible servers refuse a history holding one, so no turn of the session could be sent; set it to the id of the assistant's tool call it answers, or remove {place}"
     )]

@@ -355,11 +355,14 @@ impl Messages {
 }
 
 /// Why `message`, at `place`, could be stored but never sent, if so: a tool result
-/// without the id of the call it answers (none, or an empty one), which every
-/// OpenAI-compatible server refuses in a request's history.
+/// without the id of the call it answers (none, or one empty or of blanks only), which
+/// every OpenAI-compatible server refuses in a request's history.
 fn unsendable(message: &ChatMessage, place: MessagePlace) -> Option<ImportError> {
-    let answers_no_call =
-        message.role == Role::Tool && message.tool_call_id.as_deref().is_none_or(str::is_empty);
+    let answers_no_call = message.role == Role::Tool
+        && message
+            .tool_call_id
+            .as_deref()
+            .is_none_or(|id| id.trim().is_empty());
     answers_no_call.then_some(ImportError::ToolResultWithoutCallId { place })
 }
 

@@ -3,9 +3,10 @@
 use super::super::*;
 use crate::ToolCall;
 
-/// A tool message without `tool_call_id` (or with an empty one) was imported, then sent
-/// with every request of the session, each refused by the server: it is refused at the
-/// import, named as the file counts, in a `jsonl` file and a `json` export alike.
+/// A tool message without `tool_call_id` (or with one empty or of blanks only) was
+/// imported, then sent with every request of the session, each refused by the server: it
+/// is refused at the import, named as the file counts, in a `jsonl` file and a `json`
+/// export alike.
 #[test]
 fn a_tool_result_without_the_id_of_its_call_is_refused_naming_it() {
     let call = ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "f", "{}")]);
@@ -20,6 +21,7 @@ fn a_tool_result_without_the_id_of_its_call_is_refused_naming_it() {
     for unanswering in [
         ChatMessage::new(Role::Tool, "out"),
         ChatMessage::tool_result("", "out"),
+        ChatMessage::tool_result(" \t ", "out"),
     ] {
         let messages = [&ChatMessage::user("hi"), &call, &unanswering];
         let err = read(&jsonl(&messages)).unwrap_err();
