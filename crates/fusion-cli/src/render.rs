@@ -334,6 +334,8 @@ pub fn printable(text: &str) -> Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
 
     /// A storage whose connection broke says "broken pipe" too: that is a failed command,
@@ -401,7 +403,6 @@ mod tests {
         assert_eq!(pieces, whole);
         assert_eq!(whole, "a\\u202eb 👩\u{200d}💻\\x1b[2J");
     }
-    use std::time::{Duration, UNIX_EPOCH};
 
     fn sample() -> Vec<ChatMessage> {
         vec![
