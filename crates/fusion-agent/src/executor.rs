@@ -343,8 +343,8 @@ fn bounded(output: String, max: usize) -> String {
     };
     // Written with every number at its widest, the note is at least as long as it will be.
     let room = max.saturating_sub(note(total, total, total).len());
-    let head = floor_char_boundary(&output, room / 4 * 3);
-    let tail_start = ceil_char_boundary(&output, total - (room - head));
+    let head = output.floor_char_boundary(room / 4 * 3);
+    let tail_start = output.ceil_char_boundary(total - (room - head));
     let tail = total - tail_start;
     tracing::debug!(total, kept = head + tail, "tool output cut");
     let mut kept = String::with_capacity(head + tail + 200);
@@ -352,22 +352,6 @@ fn bounded(output: String, max: usize) -> String {
     kept.push_str(&note(total - head - tail, head, tail));
     kept.push_str(&output[tail_start..]);
     kept
-}
-
-/// The largest character boundary of `text` at or before `at`.
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
-}
-
-/// The smallest character boundary of `text` at or after `at` (at most its length).
-fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at += 1;
-    }
-    at
 }
 
 /// `text`, cut to [`QUOTE_MAX_CHARS`] characters.

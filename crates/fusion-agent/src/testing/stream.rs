@@ -148,7 +148,7 @@ pub(super) fn split_words(text: &str) -> Vec<&str> {
 /// arguments have no fragments.
 pub(super) fn split_arguments(arguments: &str) -> Vec<&str> {
     let mut cuts: Vec<usize> = (1..ARGUMENT_FRAGMENTS)
-        .map(|k| floor_char_boundary(arguments, arguments.len() * k / ARGUMENT_FRAGMENTS))
+        .map(|k| arguments.floor_char_boundary(arguments.len() * k / ARGUMENT_FRAGMENTS))
         .collect();
     // A backslash is one byte, so the index after it is a char boundary.
     cuts.extend(arguments.find('\\').map(|at| at + 1));
@@ -165,14 +165,6 @@ pub(super) fn split_arguments(arguments: &str) -> Vec<&str> {
         fragments.push(&arguments[start..]);
     }
     fragments
-}
-
-/// The largest char boundary of `text` at or below `at`.
-fn floor_char_boundary(text: &str, mut at: usize) -> usize {
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    at
 }
 
 /// One `chat.completion.chunk` carrying `delta` (and `finish_reason` when given).
