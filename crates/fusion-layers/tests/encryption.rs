@@ -377,8 +377,9 @@ async fn a_rekey_with_other_bytes_under_the_current_id_refuses_and_writes_nothin
         };
         assert!(matches!(err, Error::Config(_)), "{err:?}");
         let text = err.to_string();
+        // The message under "new" is the second: counted from 1, its index beside it.
         assert!(
-            text.contains("\"s\"") && text.contains("message 1"),
+            text.contains("\"s\"") && text.contains("message 2 (index 1)"),
             "{text}"
         );
         assert!(text.contains("two different keys named \"new\""), "{text}");

@@ -176,12 +176,15 @@ fn check_current_key(
 ) -> Result<()> {
     match crypt.open(index, stored.clone()) {
         Ok(_) => Ok(()),
+        // Counted from 1 with the index beside it, as every error naming a stored
+        // message: a bare index reads as a count to a person.
         Err(Error::Corrupt { .. }) => Err(Error::Config(format!(
             "{backend}: session \"{session_id}\": the key loaded as \"{current}\" does not open message \
-             {index}, which is stored under \"{current}\" too, so it is not the key that wrote \
-             it (or that message was altered). Nothing was re-encrypted: doing so would leave \
-             the session under two different keys named \"{current}\". Check the key given \
-             as \"{current}\""
+             {} (index {index}), which is stored under \"{current}\" too, so it is not the key \
+             that wrote it (or that message was altered). Nothing was re-encrypted: doing so \
+             would leave the session under two different keys named \"{current}\". Check the \
+             key given as \"{current}\"",
+            index + 1
         ))),
         Err(other) => Err(other),
     }
