@@ -33,7 +33,7 @@ use crate::open_failure::{
     EXIT_REPORT_BOUND, NamedCommand, OpenFailure, exit_status_text, stderr_note,
 };
 use crate::process::{ChildProcess, spawn_error};
-use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig, shown};
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
 
 /// How long closing an HTTP server's connection waits for the SDK to end its session.
 const SESSION_END_BOUND: Duration = Duration::from_secs(5);
@@ -210,7 +210,7 @@ async fn open_stdio(
 ) -> Result<(Connection, Vec<Listed>), OpenFailure> {
     let named = NamedCommand {
         full: config.display_command(),
-        program: shown(&config.command),
+        program: config.display_program(),
     };
     let cannot_start = |why: String| {
         let reason = |command: &str| format!("cannot start `{command}`: {why}");

@@ -191,7 +191,7 @@ pub fn spawn_error(config: &StdioServerConfig, error: &std::io::Error) -> String
             path_shown(dir)
         );
     }
-    let command = &shown(&config.command);
+    let command = &config.display_program();
     let interpreter = "the interpreter it names was not found (a script's `#!` line, or a \
                        program's dynamic loader)";
     let program = Path::new(&config.command);

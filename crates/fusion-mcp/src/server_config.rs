@@ -36,9 +36,7 @@ impl McpServerConfig {
         })?;
         match words.as_slice() {
             [] => Err(Error::Config("MCP server command is empty".to_owned())),
-            [url] if url.starts_with("http://") || url.starts_with("https://") => {
-                Ok(HttpServerConfig::new(url.as_str()).into())
-            }
+            [url] if is_http_url(url) => Ok(HttpServerConfig::new(url.as_str()).into()),
             [program, args @ ..] => Ok(StdioServerConfig::new(program.as_str())
                 .args(args.iter().cloned())
                 .into()),
@@ -51,17 +49,39 @@ impl McpServerConfig {
     /// (never its user or password). Always a valid tool-name prefix.
     pub fn suggested_name(&self) -> String {
         match self {
-            McpServerConfig::Stdio(stdio) => command_line::derive_name(&stdio.command, &stdio.args),
-            McpServerConfig::Http(http) => {
-                // The host alone, never what goes before it (`https://TOKEN@host/mcp`, a user
-                // and password): a key that as the server's name would prefix every tool name
-                // sent to the model.
-                let url = reqwest::Url::parse(&http.url).ok();
-                let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
-                crate::naming::server_prefix(&host.replace('.', "-"))
+            // A URL given as the command names no program: its host names the server.
+            McpServerConfig::Stdio(stdio) if stdio.command.contains("://") => {
+                host_name(&stdio.command)
             }
+            McpServerConfig::Stdio(stdio) => {
+                // A launched URL's user and password (`npx git+https://TOKEN@host`) are no
+                // name either: the words are read with them hidden.
+                let args: Vec<String> = (stdio.args.iter())
+                    .map(|arg| without_url_secrets(arg).into_owned())
+                    .collect();
+                command_line::derive_name(&stdio.command, &args)
+            }
+            McpServerConfig::Http(http) => host_name(&http.url),
         }
     }
+}
+
+/// The server name of `url`: its host alone, never what goes before it
+/// (`https://TOKEN@host/mcp`, a user and password), a key that as the server's name would
+/// prefix every tool name sent to the model.
+fn host_name(url: &str) -> String {
+    let url = reqwest::Url::parse(url).ok();
+    let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
+    crate::naming::server_prefix(&host.replace('.', "-"))
+}
+
+/// Whether `word` is an `http://` or `https://` URL, its scheme in any case (`HTTPS://`),
+/// as URL schemes are.
+fn is_http_url(word: &str) -> bool {
+    ["http://", "https://"].iter().any(|scheme| {
+        word.get(..scheme.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    })
 }
 
 impl From<StdioServerConfig> for McpServerConfig {
@@ -177,6 +197,12 @@ impl StdioServerConfig {
             .collect::<Vec<_>>()
             .join(" ")
     }
+
+    /// The program alone, for messages that leave its arguments out: shown as
+    /// [`display_command`](Self::display_command) shows it, a URL's secrets hidden.
+    pub(crate) fn display_program(&self) -> String {
+        shown_argument(&self.command)
+    }
 }
 
 /// A word of a command line for a message: a URL's secrets hidden, then [`shown`].
@@ -249,7 +275,7 @@ impl fmt::Debug for StdioServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Values often hold API keys: names only.
         f.debug_struct("StdioServerConfig")
-            .field("command", &self.command)
+            .field("command", &without_url_secrets(&self.command))
             .field(
                 "args",
                 &self
@@ -350,6 +376,47 @@ mod tests {
             !debug.contains("t0ken") && debug.contains("db/x"),
             "{debug}"
         );
+    }
+
+    /// Found by a review: a URL given as the command itself (an HTTP server's URL with
+    /// arguments after it, or its scheme in capitals, read as a program to start) showed
+    /// its password in `Debug`, and a URL's user (`https://TOKEN@host`, also one a
+    /// launcher runs) became the server's name, which prefixes every tool name the model is
+    /// sent.
+    #[test]
+    fn a_url_given_as_the_command_is_shown_and_named_without_its_secrets() {
+        let config = StdioServerConfig::new("https://user:s3cret@host/mcp?key=k3y").arg("-v");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && !debug.contains("k3y"),
+            "{debug}"
+        );
+        assert!(
+            debug.contains("https://user:***@host/mcp?key=***"),
+            "{debug}"
+        );
+        assert_eq!(
+            config.display_program(),
+            "https://user:***@host/mcp?key=***"
+        );
+        assert_eq!(McpServerConfig::from(config).suggested_name(), "host");
+        for line in [
+            "https://ghp_S3CRET@mcp.example.com -v",
+            "npx git+https://ghp_S3CRET@github.com",
+        ] {
+            let name = McpServerConfig::command_line(line)
+                .unwrap()
+                .suggested_name();
+            assert!(!name.contains("S3CRET"), "{line}: {name}");
+        }
+        // A URL's scheme is read in any case: this one is an HTTP server, not a program.
+        for url in ["HTTPS://user:s3cret@host/mcp", "Http://host/mcp"] {
+            let server = McpServerConfig::command_line(url).unwrap();
+            assert!(
+                matches!(server, McpServerConfig::Http(_)),
+                "{url}: {server:?}"
+            );
+        }
     }
 
     /// Found by a review: a command line that could not be split into words (an

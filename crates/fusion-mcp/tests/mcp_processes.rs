@@ -377,3 +377,51 @@ async fn calls_after_the_process_vanished_between_calls_restart_it() {
     assert_eq!(echoed, "again");
     server.shutdown().await;
 }
+
+/// Found by a review: a URL given as the command itself (`https://user:secret@host/…`,
+/// an HTTP server's URL mistaken for a program, or a path that reads as one) was shown
+/// as written where its program alone names it: in the reason a start fails for (`…
+/// not found`) and, on a failed restart, to the model, whose provider is sent it and
+/// whose session stores it, where the arguments' URLs were already shown redacted.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_url_given_as_the_command_is_shown_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    // A relative path is run from the working directory: `https:/user:s3cret@host/server`.
+    let home = dir.path().join("https:").join("user:s3cret@host");
+    std::fs::create_dir_all(&home).unwrap();
+    let command = "https://user:s3cret@host/server";
+    let missing = StdioServerConfig::new(command).cwd(dir.path());
+    let message = start_error(missing, McpOptions::default()).await;
+    assert!(
+        message.contains("https://user:***@host/server"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+
+    std::os::unix::fs::symlink(test_server(), home.join("server")).unwrap();
+    let marker = dir.path().join("started");
+    let config = StdioServerConfig::new(command)
+        .args(["--once", marker.to_str().unwrap()])
+        .cwd(dir.path());
+    let server = McpServer::start("proc", config, McpOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        tool(&server, "exit")
+            .call(json!({"code": 3}))
+            .await
+            .is_err()
+    );
+    let Err(Error::Tool { message, .. }) = tool(&server, "echo").call(json!({"text": "x"})).await
+    else {
+        panic!("the restart should fail")
+    };
+    assert!(message.contains("could not be restarted"), "{message}");
+    assert!(
+        message.contains("https://user:***@host/server"),
+        "{message}"
+    );
+    assert!(!message.contains("s3cret"), "{message}");
+    server.shutdown().await;
+}
