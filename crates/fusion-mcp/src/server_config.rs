@@ -30,9 +30,7 @@ impl McpServerConfig {
     /// line as [`StdioServerConfig::display_command`] shows a command.
     pub fn command_line(line: &str) -> Result<Self> {
         let words = command_line::split(line).map_err(|e| {
-            // Not split into words: each space-separated piece is shown as an argument.
-            let pieces: Vec<String> = line.split(' ').map(shown_argument).collect();
-            Error::Config(format!("MCP server command `{}`: {e}", pieces.join(" ")))
+            Error::Config(format!("MCP server command `{}`: {e}", shown_unsplit(line)))
         })?;
         match words.as_slice() {
             [] => Err(Error::Config("MCP server command is empty".to_owned())),
@@ -208,6 +206,29 @@ impl StdioServerConfig {
 /// A word of a command line for a message: a URL's secrets hidden, then [`shown`].
 fn shown_argument(word: &str) -> String {
     shown(&without_url_secrets(word))
+}
+
+/// A command line that could not be split into words, for a message: from the
+/// whitespace-separated piece holding its first `://` on, read as one URL whose secrets
+/// are hidden ([`fusion_core::redact_url`]), then [`shown`].
+///
+/// Its words are not known: a quote that is never closed may hold a password with a
+/// space (`"postgresql://u:my pass@db`), which pieces cut at whitespace would show half
+/// by half, and a piece may start with a scheme whose URLs `redact_url` shows with their
+/// path whole (`file:/x<TAB>https://u:p@h`, `file:///x 'https://u:p@h`), the rest of the
+/// line with it. So the rest is never read as such a URL (a space put before it), and
+/// everything up to its last `@` and every query value after it is hidden: more than a
+/// secret, maybe, never less.
+fn shown_unsplit(line: &str) -> String {
+    let Some(scheme) = line.find("://") else {
+        return shown(line);
+    };
+    let start = line[..scheme].rfind(char::is_whitespace).map_or(0, |at| {
+        at + line[at..].chars().next().map_or(1, char::len_utf8)
+    });
+    let (head, rest) = line.split_at(start);
+    let hidden = fusion_core::redact_url(&format!(" {rest}"));
+    shown(head) + &shown(&hidden[1..])
 }
 
 /// `arg` with the password and query values of a URL in it hidden; as it is without one.
@@ -425,16 +446,49 @@ mod tests {
     /// the terminal, where the messages naming a started command hide and escape both.
     #[test]
     fn a_command_line_that_cannot_be_split_is_quoted_without_its_secrets() {
-        let line = "npx -y server-postgres 'postgresql://app:s3cret@db/x?password=other \x1b[2J";
+        let line = "npx -y \x1b[2J server-postgres 'postgresql://app:s3cret@db/x?password=other";
         let err = McpServerConfig::command_line(line).unwrap_err().to_string();
         assert!(
             err.contains(
-                "`npx -y server-postgres 'postgresql://app:***@db/x?password=*** \\u{1b}[2J`"
+                "`npx -y \\u{1b}[2J server-postgres 'postgresql://app:***@db/x?password=***`"
             ),
             "{err}"
         );
         assert!(err.contains("unterminated single quote"), "{err}");
         assert!(!err.contains("s3cret") && !err.contains("other"), "{err}");
         assert!(!err.contains('\x1b'), "{err}");
+    }
+
+    /// Found by a review: a command line that could not be split was cut at spaces alone
+    /// and each piece holding `://` redacted as one URL, so a password with a space in the
+    /// quote left open showed half by half, and a tab-separated piece starting with a
+    /// `file:` URL (whose path `redact_url` shows whole) showed the URL after it.
+    #[test]
+    fn no_secret_of_a_command_line_that_cannot_be_split_is_shown() {
+        for (line, kept) in [
+            (
+                "npx server \"postgresql://app:my s3cret@db/x",
+                "postgresql://app:***@db/x",
+            ),
+            (
+                "server file:/x\thttps://u:s3cret@h/mcp 'x",
+                "https://u:***@h/mcp",
+            ),
+            ("server file:///data 'https://u:s3cret@h/mcp", ":***@h/mcp"),
+            (
+                "server --db='postgresql://u:s3cret@h/x",
+                "--db='postgresql://u:***@h/x",
+            ),
+            (
+                "run\t--url=https://h/x?key=s3cret\t'",
+                "--url=https://h/x?key=***",
+            ),
+        ] {
+            let err = McpServerConfig::command_line(line).unwrap_err().to_string();
+            assert!(!err.contains("s3cret"), "{line:?}: {err}");
+            assert!(err.contains(kept), "{line:?}: {err}");
+        }
+        let err = McpServerConfig::command_line("server 'a b").unwrap_err();
+        assert!(err.to_string().contains("`server 'a b`"), "{err}");
     }
 }
