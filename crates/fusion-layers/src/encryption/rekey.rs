@@ -76,9 +76,39 @@ pub(crate) async fn rekey_store(
     current_key_id(codec)?;
     let mut total = Rekeyed::default();
     for session_id in storage.list_sessions().await? {
-        total.add(rekey_session(codec, storage, &session_id, mode).await?);
+        let done = rekey_session(codec, storage, &session_id, mode).await;
+        total.add(done.map_err(|err| stopped_at(err, &session_id, total.sessions))?);
     }
     Ok(total)
+}
+
+/// The error `err` of `session_id`, where a store's rekey stopped after `before` sessions,
+/// saying so when it does not already: a backend's error (a connection dropped midway)
+/// names no session, and the counts of what was done are lost with the `Ok`. The note goes
+/// into its message, as the retry layer's count of attempts does: same variant, same
+/// [`is_retryable`](Error::is_retryable), same source. The other errors a rekey meets name
+/// their session.
+fn stopped_at(err: Error, session_id: &str, before: usize) -> Error {
+    match err {
+        Error::Backend {
+            backend,
+            mut message,
+            retryable,
+            source,
+        } => {
+            message.push_str(&format!(
+                " (the rekey stopped at session \"{session_id}\", after {before} other \
+                 sessions; run it again to go on: it skips what is done)"
+            ));
+            Error::Backend {
+                backend,
+                message,
+                retryable,
+                source,
+            }
+        }
+        other => other,
+    }
 }
 
 /// The id of the key a rekey writes with; a layer without keys has none to write with.
