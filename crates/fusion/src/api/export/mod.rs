@@ -58,6 +58,7 @@ mod document;
 mod error;
 mod fields;
 mod markdown;
+mod messages;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -71,8 +72,9 @@ use self::document::{
     ExportDoc, ImportDoc, LooseDoc, MessagesDoc, MetaDoc, VersionDoc, times_doc, times_of,
 };
 use self::fields::Written;
+use self::messages::Messages;
+use crate::ChatMessage;
 use crate::storage::{SessionInfo, SessionMeta, SessionTimes};
-use crate::{ChatMessage, Role};
 
 /// The version of the `json` export this release writes, and the newest it reads.
 pub const JSON_VERSION: u64 = 1;
@@ -239,8 +241,11 @@ fn write_with_times(
 /// which the backend's own load leaves out.
 ///
 /// A tool result without the `tool_call_id` of the call it answers is refused too
-/// ([`ImportError::ToolResultWithoutCallId`]): every OpenAI-compatible server refuses a
-/// history holding one, so no turn of the imported session could be sent.
+/// ([`ImportError::ToolResultWithoutCallId`]), and one whose id no assistant tool call
+/// before it has ([`ImportError::ToolResultWithoutCall`]): every OpenAI-compatible server
+/// refuses a history holding one, so no turn of the imported session could be sent. A
+/// tool call without its result is taken: a turn stopped while its tools ran leaves one,
+/// and the agent answers it as interrupted.
 ///
 /// ```
 /// use fusion::api::export::{self, ImportError, MessagePlace};
@@ -324,46 +329,6 @@ pub fn message_place(text: &str, index: usize) -> Option<MessagePlace> {
             (index < count).then_some(MessagePlace::Message(index + 1))
         }
     }
-}
-
-/// The messages of an import, read as they come, and why the first refused is: it loses
-/// something in the reading, or could never be sent.
-struct Messages {
-    read: Vec<ChatMessage>,
-    refused: Option<ImportError>,
-}
-
-impl Messages {
-    fn with_capacity(capacity: usize) -> Self {
-        Messages {
-            read: Vec::with_capacity(capacity),
-            refused: None,
-        }
-    }
-
-    /// Reads `written`, the message at `place`, and checks what it loses and whether it
-    /// could be sent, unless one before it was refused already.
-    fn push(&mut self, written: serde_json::Value, place: MessagePlace) -> serde_json::Result<()> {
-        let message = ChatMessage::deserialize(&written)?;
-        if self.refused.is_none() {
-            self.refused =
-                fields::lost(&written, &message, place).or_else(|| unsendable(&message, place));
-        }
-        self.read.push(message);
-        Ok(())
-    }
-}
-
-/// Why `message`, at `place`, could be stored but never sent, if so: a tool result
-/// without the id of the call it answers (none, or one empty or of blanks only), which
-/// every OpenAI-compatible server refuses in a request's history.
-fn unsendable(message: &ChatMessage, place: MessagePlace) -> Option<ImportError> {
-    let answers_no_call = message.role == Role::Tool
-        && message
-            .tool_call_id
-            .as_deref()
-            .is_none_or(|id| id.trim().is_empty());
-    answers_no_call.then_some(ImportError::ToolResultWithoutCallId { place })
 }
 
 /// Why `text`, not read as a `json` export, is none: serde's `err`, but for a JSON array
