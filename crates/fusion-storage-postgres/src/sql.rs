@@ -358,13 +358,20 @@ pub(crate) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id = $1";
 /// statement was refused: the session's `(generation, message_count)`, whether it has
 /// expired and its `updated_at` in microseconds (as stored), locking the row until the
 /// transaction ends (no row: absent). Read with the lock, that `updated_at` stays the
-/// session's until then: a metadata update locks the row first ([`LOCK_INFO`]).
+/// session's until then: a metadata update locks the row first ([`LOCK_INFO`]). Read
+/// only if the row's times hold ([`times_hold!`]), else the statement fails, so a write
+/// refused by its check (a wrong expectation, a creation of a session that exists) says
+/// the session is corrupt, naming the column, as the write itself would, rather than a
+/// conflict that a reload and retry only turns into that (a damaged `updated_at` already
+/// failed the conversion; a damaged `created_at` did not).
 pub(crate) const LOCK_REVISION: &str = concat!(
     "SELECT generation, message_count, coalesce(expires_at <= ",
     now_us!(),
-    ", false), ",
+    ", false), CASE WHEN ",
+    times_hold!(""),
+    " THEN ",
     micros!("updated_at"),
-    " FROM sessions WHERE id = $1 FOR UPDATE"
+    " END FROM sessions WHERE id = $1 FOR UPDATE"
 );
 
 /// The session's `(generation, message_count)`, unlocked: what a refused write reports.

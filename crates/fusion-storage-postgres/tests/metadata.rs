@@ -297,3 +297,75 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
         }
     }
 }
+
+/// A write whose expectation the session does not meet, and a creation of a session that
+/// exists, on a session whose `created_at` or `updated_at` a hand edit damaged, is
+/// `Error::Corrupt` naming the column, as the same write with a met expectation is: not
+/// `Error::Conflict`, which a reload (`load_revision` reads no time) and retry would only
+/// turn into `Corrupt`. Found by a review: with `updated_at` damaged these said `Corrupt`
+/// (the check's lock converts it) and with `created_at` damaged `Conflict`.
+#[tokio::test]
+async fn refused_writes_to_a_session_whose_times_are_damaged_are_corrupt() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let history = [ChatMessage::user("a"), ChatMessage::user("b")];
+    let mut raw = harness.raw().await;
+    for (column, value) in [
+        ("created_at", "'infinity'"),
+        ("created_at", "'-infinity'"),
+        ("created_at", "'294260-01-01 00:00:00+00'"),
+        ("updated_at", "'infinity'"),
+    ] {
+        storage.delete("damaged").await.unwrap();
+        let meta = SessionMeta::new();
+        storage
+            .create_session("damaged", &meta, &history)
+            .await
+            .unwrap();
+        let (_, revision) = storage.load_revision("damaged").await.unwrap();
+        let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
+        sqlx::query(&damage).execute(&mut raw).await.unwrap();
+        let before = snapshot(&mut raw).await;
+        let wrong = Expect::Generation(revision.generation.wrapping_add(1));
+        let mut writes = every_write(&storage, "damaged", wrong).await;
+        // Only the conditional writes and the creations are the ones at issue; the plain
+        // writes stay in as the reference.
+        let stale = fusion_core::Revision {
+            len: revision.len + 1,
+            ..revision
+        };
+        let since = Expect::UnwrittenSince {
+            revision: stale,
+            since: std::time::SystemTime::now(),
+        };
+        for (what, expect) in [
+            ("write_if absent", Expect::Generation(0)),
+            ("write_if exactly", Expect::Exactly(stale)),
+            ("write_if since", since),
+        ] {
+            let change = Change::Append(&history);
+            let result = storage.write_if("damaged", expect, change).await;
+            writes.push((what, result.map(drop)));
+        }
+        let created = storage.create_session("damaged", &meta, &history).await;
+        writes.push(("create_session", created.map(drop)));
+        let times = fusion_core::SessionTimes::new(std::time::UNIX_EPOCH, std::time::UNIX_EPOCH);
+        let created = storage
+            .create_session_with_times("damaged", &meta, &history, times)
+            .await;
+        writes.push(("create_session_with_times", created.map(drop)));
+        for (what, result) in writes {
+            let Err(err) = result else {
+                panic!("{column} = {value}, {what}: written");
+            };
+            assert!(
+                matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
+                "{column} = {value}, {what}: {err:?}"
+            );
+            assert!(err.to_string().contains(column), "{what}: {err}");
+        }
+        assert_eq!(snapshot(&mut raw).await, before, "{column} = {value}");
+    }
+}
