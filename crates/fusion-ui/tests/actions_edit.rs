@@ -385,3 +385,58 @@ fn escaped_text_in_a_field_value_is_inert_but_handlers_and_urls_are_not() {
         assert!(caught.is_err(), "not caught: {active}");
     }
 }
+
+#[tokio::test]
+async fn a_change_whose_body_is_not_a_form_is_a_415_and_changes_nothing() {
+    let (storage, app) = titled("Old").await;
+    let post = |path: &str, content_type: &str, body: &str| {
+        request("POST", path)
+            .header("origin", ORIGIN)
+            .header("content-type", content_type)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap()
+    };
+    // A text body holding a form's text was read as the form, and renamed the session.
+    for (content_type, body) in [
+        ("text/plain", "title=Renamed"),
+        ("application/json", r#"{"title": "Renamed"}"#),
+        (
+            "multipart/form-data; boundary=b",
+            "--b\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nRenamed\r\n--b--\r\n",
+        ),
+    ] {
+        let reply = send(&app, post("/sessions/s-1/title", content_type, body)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type}: {}",
+            reply.body
+        );
+        assert!(
+            reply.body.contains("application/x-www-form-urlencoded"),
+            "says what is expected: {}",
+            reply.body
+        );
+        assert_eq!(meta_of(&storage, "s-1").await.title.as_deref(), Some("Old"));
+    }
+    let reply = send(&app, post("/sessions/s-1/tags", "text/plain", "add=x")).await;
+    assert_eq!(reply.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(meta_of(&storage, "s-1").await.tags.is_empty());
+    // A form, with or without its charset, and a post that names no type, are read.
+    for content_type in [
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        "Application/X-WWW-Form-Urlencoded",
+    ] {
+        let reply = send(&app, post("/sessions/s-1/tags", content_type, "add=y")).await;
+        assert_eq!(reply.status, StatusCode::SEE_OTHER, "{content_type}");
+    }
+    let untyped = request("POST", "/sessions/s-1/title")
+        .header("origin", ORIGIN)
+        .body(axum::body::Body::from("title=Kept"))
+        .unwrap();
+    assert_eq!(send(&app, untyped).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        meta_of(&storage, "s-1").await.title.as_deref(),
+        Some("Kept")
+    );
+}

@@ -65,9 +65,8 @@ pub(crate) async fn confirm(
 /// gone counts as deleted.
 pub(crate) async fn delete(
     State(state): State<AppState>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Response, PageError> {
-    let form = FormFields::parse(&body);
     let ids = selected(&form)?;
     let shown = revisions(&form)?;
     let mut deleted = Vec::new();

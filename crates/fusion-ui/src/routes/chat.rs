@@ -17,7 +17,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -57,10 +56,9 @@ pub(crate) async fn send(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Response, PageError> {
     let chats = chats(&state)?;
-    let form = FormFields::parse(&body);
     let message = form.required("message")?.trim().to_string();
     if message.is_empty() {
         return Err(PageError::bad_request("The message is empty."));
@@ -273,9 +271,8 @@ pub(crate) async fn approve(
     State(state): State<AppState>,
     Path((id, key, question)): Path<(String, String, u32)>,
     headers: HeaderMap,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Response, PageError> {
-    let form = FormFields::parse(&body);
     let decision = match form.required("decision")? {
         "approve" => ApprovalDecision::Approve,
         "deny" => ApprovalDecision::Deny,

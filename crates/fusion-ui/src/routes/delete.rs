@@ -34,7 +34,6 @@
 
 use std::time::SystemTime;
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
@@ -78,9 +77,8 @@ pub(crate) async fn confirm(
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Redirect, PageError> {
-    let form = FormFields::parse(&body);
     // Any field of the condition asks for it whole: a last write alone is no condition
     // to drop silently, deleting whatever is stored.
     let shown = if ["generation", "len", "updated", "meta"]

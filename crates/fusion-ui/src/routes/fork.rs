@@ -18,7 +18,6 @@
 //! `Fork of <title or id> at turn N`; not its data map or expiry, which belong to the
 //! source.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Redirect;
 use fusion::storage::MAX_TITLE_CHARS;
@@ -46,9 +45,8 @@ const MAX_REQUEST_CHARS: usize = 64;
 pub(crate) async fn fork(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Redirect, PageError> {
-    let form = FormFields::parse(&body);
     let at: usize = form.number("at")?;
     let shown: u64 = form.number("generation")?;
     let request = if form.has("request") {

@@ -4,10 +4,21 @@
 //! Read by hand rather than with axum's `Form` extractor: a form may repeat a name (the
 //! checkboxes of bulk delete all send `id`), which a struct cannot hold, and this keeps
 //! axum's `form` feature out of the build for one helper.
+//!
+//! As an extractor, a body of another type (JSON, `multipart/form-data`, text) is a 415
+//! saying what is expected. It was read as a form all the same: JSON's `{"title": "x"}`
+//! was a 400 saying the form has no field "title", which it seemed to have, and a text
+//! body holding `title=x` renamed the session.
 
 use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 
 use crate::html::PageError;
+
+/// The type of the body [`FormFields`] reads, the one HTML forms and htmx send.
+const FORM_TYPE: &str = "application/x-www-form-urlencoded";
 
 /// A posted form's fields, in the order the browser sent them: each value as text, or
 /// `None` when its bytes are not UTF-8 (which a browser never sends from our pages).
@@ -78,6 +89,34 @@ impl FormFields {
                 "The field {name:?} is {text:?}, not a whole number."
             ))
         })
+    }
+}
+
+/// Extractor: the request's body as a form: a 415 when it says it is something else
+/// (one that says nothing, a program's empty post, is read as a form), and what axum
+/// refuses before (a body over its size limit: a 413) as a page.
+impl<S: Send + Sync> FromRequest<S> for FormFields {
+    type Rejection = PageError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, PageError> {
+        if let Some(given) = request.headers().get(CONTENT_TYPE) {
+            let essence = given.to_str().unwrap_or_default();
+            let essence = essence.split(';').next().unwrap_or_default().trim();
+            if !essence.eq_ignore_ascii_case(FORM_TYPE) {
+                return Err(PageError::with_status(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    format!(
+                        "This address takes a form ({FORM_TYPE}), and the request's body \
+                         is {:?}; nothing was changed.",
+                        String::from_utf8_lossy(given.as_bytes())
+                    ),
+                ));
+            }
+        }
+        let body = Bytes::from_request(request, state)
+            .await
+            .map_err(|refused| PageError::with_status(refused.status(), refused.body_text()))?;
+        Ok(Self::parse(&body))
     }
 }
 

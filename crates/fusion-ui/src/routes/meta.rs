@@ -16,7 +16,6 @@
 //! whole. One difference of form only: the "add" box takes several tags separated by
 //! commas, which no tag may contain, so nothing is ambiguous.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::response::Redirect;
 use fusion::storage::MetaUpdate;
@@ -30,9 +29,8 @@ use crate::state::AppState;
 pub(crate) async fn rename(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Redirect, PageError> {
-    let form = FormFields::parse(&body);
     let title = form.required("title")?.trim();
     let mut update = MetaUpdate::new().title((!title.is_empty()).then_some(title));
     if form.has("shown") {
@@ -47,9 +45,8 @@ pub(crate) async fn rename(
 pub(crate) async fn tags(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Redirect, PageError> {
-    let form = FormFields::parse(&body);
     let mut update = MetaUpdate::new();
     update.add_tags = form
         .all("add")?

@@ -18,7 +18,6 @@
 //! claim (`crate::claims`) from that check through its write, so no turn starts between
 //! the two.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Redirect, Response};
@@ -60,9 +59,8 @@ pub(crate) async fn confirm(
 pub(crate) async fn undo(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    body: Bytes,
+    form: FormFields,
 ) -> Result<Redirect, PageError> {
-    let form = FormFields::parse(&body);
     let shown = Revision {
         generation: form.number("generation")?,
         len: form.number("len")?,
