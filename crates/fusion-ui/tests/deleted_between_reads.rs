@@ -1,6 +1,6 @@
 //! A session deleted between a handler's read of its facts and its read of its messages
 //! (another tab's delete, `fusion sessions delete`) is answered as gone (404), not as a
-//! session rewritten or one without a turn.
+//! session rewritten or one without a turn; an undo's post too.
 
 mod common;
 
@@ -51,6 +51,30 @@ async fn a_fork_of_a_session_deleted_meanwhile_says_it_was_deleted() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
     assert!(reply.body.contains("was deleted"), "{}", reply.body);
     assert!(storage.list_sessions().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_undo_of_a_session_deleted_meanwhile_says_it_was_deleted() {
+    // It said the session "changed since its page was shown" (a 409), which a reload
+    // cannot fix.
+    let storage = store();
+    put(&storage, "s", SessionMeta::new(), &exchange()).await;
+    let page = send(&app(storage.clone()), get("/sessions/s/undo"))
+        .await
+        .body;
+    let field = |name: &str| {
+        let value = page.split(&format!("name=\"{name}\" value=\"")).nth(1);
+        value.unwrap().split('"').next().unwrap().to_string()
+    };
+    let form = format!("generation={}&len={}", field("generation"), field("len"));
+
+    let reply = send(
+        &app_deleting_s(&storage),
+        post_form("/sessions/s/undo", &form),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    assert!(reply.body.contains("was deleted"), "{}", reply.body);
 }
 
 #[tokio::test]

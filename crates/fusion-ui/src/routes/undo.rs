@@ -55,7 +55,8 @@ pub(crate) async fn confirm(
 
 /// `POST /sessions/{id}/undo` with the fields `generation` and `len` of the revision the
 /// confirmation page showed: 303 to the session (to the sessions page when the undo
-/// removed its only turn), or 409 when it changed since or a chat turn runs on it.
+/// removed its only turn), 409 when it changed since or a chat turn runs on it, 404 when
+/// it was deleted.
 pub(crate) async fn undo(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -120,14 +121,18 @@ fn last_turn(id: &str, history: &[ChatMessage]) -> Result<LastTurn, PageError> {
     }
 }
 
-/// The 409 for a session that is now at `now`.
+/// The 409 for a session that is now at `now`, or the 404 for one deleted since its page
+/// was shown: gone, as the post finds it when the delete came before its first read (a
+/// 409 saying the session changed told a reload to fix what a reload cannot).
 fn changed(id: &str, now: Revision) -> PageError {
-    let state = if now.exists() {
-        format!("it now holds {} messages", now.len)
-    } else {
-        "it has been deleted".to_string()
-    };
+    if !now.exists() {
+        return PageError::not_found(format!(
+            "Nothing was undone: session {id:?} was deleted since its page was shown."
+        ));
+    }
     PageError::conflict(format!(
-        "Nothing was undone: session {id:?} changed since its page was shown ({state})."
+        "Nothing was undone: session {id:?} changed since its page was shown (it now holds \
+         {} messages).",
+        now.len
     ))
 }
