@@ -1,5 +1,5 @@
 //! A turn whose model client panics ends as a failed turn, and leaves its session free;
-//! the panic's text is shown with its secrets hidden.
+//! the panic's text is shown with its secrets hidden, as an error's is.
 //!
 //! The agent catches its tools' panics, not its model client's or its storage's. Such a
 //! panic ended the turn's task without an outcome, so the app counted the turn as running
@@ -89,4 +89,45 @@ async fn a_turn_whose_model_client_panics_fails_and_frees_its_session() {
     let deleted = send(&app, post_form("/sessions/s1/delete", "")).await;
     assert_eq!(deleted.status, StatusCode::SEE_OTHER, "{}", deleted.body);
     assert!(storage.session_info("s1").await.unwrap().is_none());
+}
+
+/// A model client of the caller's own whose every request fails with an error quoting
+/// its secrets (the bundled client hides its key where it fails; this one does not).
+struct Failing;
+
+#[async_trait]
+impl LlmClient for Failing {
+    async fn chat(&self, _request: &ChatRequest<'_>) -> Result<ChatResponse> {
+        Err(fusion::Error::Llm {
+            message: "POST https://u:s3cret-1@llm.example/v1?api_key=s3cret-2 with \
+                      authorization: Bearer s3cret-3 refused"
+                .into(),
+            status: Some(401),
+            retryable: false,
+            source: None,
+        })
+    }
+
+    fn model(&self) -> &str {
+        "failing-model"
+    }
+}
+
+#[tokio::test]
+async fn a_turn_whose_model_client_fails_shows_the_error_without_its_secrets() {
+    // Only a panic's text was redacted: the same client's error was shown as it was.
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address)
+        .chat(ChatAgent::new(Arc::new(Failing)))
+        .settings(address)
+        .unwrap();
+    let app = router(seeded().await as Arc<dyn ConversationStorage>, &settings);
+    let turn = start_turn(&app, "s1", "hello").await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("The turn failed"), "{end}");
+    assert!(!end.contains("s3cret"), "{end}");
+    assert!(
+        end.contains("https://u:***@llm.example/v1?api_key=***"),
+        "{end}"
+    );
 }

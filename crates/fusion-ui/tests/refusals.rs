@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use fusion::ChatMessage;
-use fusion::storage::{ConversationStorage, InMemoryStorage, Revision, SessionMeta};
+use fusion::storage::{ConversationStorage, InMemoryStorage, Revision, SessionInfo, SessionMeta};
 use fusion_core::{Error, Intercept, Intercepted, Result};
 use fusion_ui::{UiConfig, router};
 
@@ -235,4 +235,66 @@ async fn a_request_axum_refuses_before_any_handler_gets_an_error_page() {
     let reply = send(&app, put).await;
     page(&reply, StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     assert!(reply.header("allow").contains("GET"), "{:?}", reply.headers);
+}
+
+/// The store, except that every read fails with an error quoting credentials, as a
+/// storage of the caller's own may (the bundled backends hide theirs where they fail).
+struct Quoting(Arc<InMemoryStorage>);
+
+/// What [`Quoting`] fails with.
+const QUOTED: &str = "cannot reach redis://app:s3cret-1@db:6379/0 (password=s3cret-2)";
+
+#[async_trait]
+impl Intercept for Quoting {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.0.as_ref()
+    }
+
+    async fn session_info(&self, _session_id: &str) -> Result<Option<SessionInfo>> {
+        Err(Error::Backend {
+            backend: "test",
+            message: QUOTED.into(),
+            retryable: true,
+            source: None,
+        })
+    }
+
+    async fn load_revision(&self, _session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        Err(Error::Backend {
+            backend: "test",
+            message: QUOTED.into(),
+            retryable: true,
+            source: None,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_storage_failure_is_shown_without_the_secrets_it_quotes() {
+    let storage = store();
+    put(&storage, "a", SessionMeta::new(), &exchange()).await;
+    let address = HOST.parse().unwrap();
+    let settings = UiConfig::new(address).settings(address).unwrap();
+    let app = router(Arc::new(Intercepted(Quoting(storage))), &settings);
+    for request in [
+        get("/sessions/a"),
+        htmx_get("/sessions/a"),
+        get("/sessions/a/tokens"),
+        post_form("/bulk-delete", "id=a&revision=0+1+a"),
+    ] {
+        let path = request.uri().to_string();
+        let reply = send(&app, request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{path}: {}",
+            reply.body
+        );
+        assert!(!reply.body.contains("s3cret"), "{path}: {}", reply.body);
+        assert!(
+            reply.body.contains("redis://app:***@db:6379/0"),
+            "{path}: {}",
+            reply.body
+        );
+    }
 }

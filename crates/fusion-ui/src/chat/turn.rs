@@ -346,7 +346,7 @@ async fn drive(
     }
     let mut session = match builder.build().await {
         Ok(session) => session,
-        Err(err) => return Outcome::Failed(format!("cannot open the session: {err}")),
+        Err(err) => return Outcome::Failed(shown(format!("cannot open the session: {err}"))),
     };
     let mut events = session.send_message_stream(&turn.message);
     loop {
@@ -362,7 +362,7 @@ async fn drive(
                         turn.push(frame);
                     }
                 }
-                Some(Err(err)) => return Outcome::Failed(err.to_string()),
+                Some(Err(err)) => return Outcome::Failed(shown(err.to_string())),
                 None => return Outcome::Failed("the turn ended without a result".into()),
             },
         }
@@ -383,6 +383,14 @@ fn frame_of(event: AgentEvent) -> Option<Frame> {
         ))),
         _ => None,
     }
+}
+
+/// An error's text as the turn's page shows it: with the secrets it may quote hidden
+/// ([`fusion_core::redact_text`]), as a panic's are. The bundled clients and backends
+/// hide theirs where the error is made; a client or storage of the caller's own (both
+/// are public traits) may quote its URL with a password, or its key.
+fn shown(error: String) -> String {
+    fusion_core::redact_text(&error)
 }
 
 /// Shows `request` on the page and waits for its buttons. No answer (the turn was

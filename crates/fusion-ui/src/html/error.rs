@@ -49,7 +49,10 @@ impl PageError {
 
     /// The status and message of a storage error: the caller's input for an invalid id
     /// or query (400), a rename from a page older than another rename (409, see
-    /// `routes/meta.rs`), the server's problem otherwise (500).
+    /// `routes/meta.rs`), the server's problem otherwise (500), its text with the secrets
+    /// it may quote hidden ([`fusion_core::redact_text`]): the bundled backends hide
+    /// theirs where the error is made, and a storage of the caller's own (a public trait)
+    /// may quote its connection URL.
     pub(crate) fn storage(err: &fusion::Error) -> Self {
         match err {
             // The core error names both titles and says nothing was written.
@@ -61,7 +64,10 @@ impl PageError {
             | fusion::Error::InvalidQuery(_) => Self::bad_request(err.to_string()),
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the storage failed: {err}"),
+                format!(
+                    "the storage failed: {}",
+                    fusion_core::redact_text(&err.to_string())
+                ),
             ),
         }
     }

@@ -132,7 +132,7 @@ pub(crate) async fn delete(
                 status = status.max(PageError::storage(&err).status());
                 failed.push(Failure {
                     id,
-                    reason: err.to_string(),
+                    reason: PageError::storage(&err).message().to_string(),
                 });
             }
         }
