@@ -405,3 +405,31 @@ async fn calls_with_the_same_id_in_two_turns_each_show_their_own_result_and_fork
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
     assert_eq!(storage.load("ids-fork-1").await.unwrap(), messages[..4]);
 }
+
+#[tokio::test]
+async fn a_tool_call_shows_what_would_reorder_or_hide_its_text_as_escapes() {
+    // U+202E turns the rest around: the card would read "exe.txt" for a call on "txt.exe",
+    // where the call's approval card (html/chat.rs) showed `\u202e`.
+    let storage = store();
+    let messages = [
+        ChatMessage::user("Tidy up."),
+        ChatMessage::assistant_with_tool_calls(
+            "",
+            vec![ToolCall::new(
+                "c\u{200b}1",
+                "delete\u{2066}_file",
+                "{\"path\":\"\u{202e}txt.exe\"}",
+            )],
+        ),
+        ChatMessage::tool_result("c\u{200b}1", "deleted").with_name("delete\u{2066}_file"),
+    ];
+    put(&storage, "bidi", SessionMeta::new(), &messages).await;
+    let html = send(&app(storage), get("/sessions/bidi")).await.body;
+    for hidden in ['\u{202e}', '\u{200b}', '\u{2066}'] {
+        assert!(!html.contains(hidden), "{hidden:?} shown raw in {html}");
+    }
+    let card = html.split("<details class=\"tool\">").nth(1).unwrap();
+    assert!(card.contains("&#34;\\u202etxt.exe&#34;"), "{card}");
+    assert!(card.contains("delete\\u2066_file"), "{card}");
+    assert!(card.contains("c\\u200b1"), "{card}");
+}

@@ -119,15 +119,16 @@ impl ChatFrame {
         let (id, key) = (&turn.session, &turn.key);
         let frame = match frame {
             Frame::Text(text) => Shown::Text(text.clone()),
+            // The call as its approval card would show it ([`whole`]).
             Frame::ToolStarted { tool, arguments } => Shown::ToolStarted {
-                tool: tool.clone(),
-                arguments: Cut::new(arguments, ARGUMENT_CHARS).head,
+                tool: escape_hidden(tool),
+                arguments: Cut::new(&escape_hidden(arguments), ARGUMENT_CHARS).head,
             },
             Frame::ToolFinished(step) => Shown::ToolFinished(StepShown {
-                tool: step.tool.clone(),
+                tool: escape_hidden(&step.tool),
                 success: step.success,
                 millis: step.duration.as_millis(),
-                arguments: Cut::new(&step.arguments, CUT_CHARS),
+                arguments: Cut::new(&escape_hidden(&step.arguments), CUT_CHARS),
                 observation: Cut::new(&step.observation, CUT_CHARS),
             }),
             Frame::Approval {
@@ -262,6 +263,31 @@ mod tests {
             finish_reason: finish_reason.map(str::to_string),
         };
         ChatEnd::new("k-3", &Outcome::Finished(result), None).summary
+    }
+
+    #[test]
+    fn the_live_panel_shows_a_call_with_what_would_reorder_or_hide_it_escaped() {
+        let turn = Turn::new(1, "k-1".into(), "s".into(), "hi".into(), Default::default());
+        let (tool, arguments) = ("delete\u{2066}_file", "{\"path\":\"\u{202e}txt.exe\"}");
+        let started = Frame::ToolStarted {
+            tool: tool.into(),
+            arguments: arguments.into(),
+        };
+        let finished = Frame::ToolFinished(fusion::agent::Step {
+            tool: tool.into(),
+            arguments: arguments.into(),
+            observation: "deleted".into(),
+            success: true,
+            iteration: 1,
+            duration: std::time::Duration::ZERO,
+            approval: None,
+        });
+        for frame in [started, finished] {
+            let html = ChatFrame::new(&turn, &frame).render().unwrap();
+            assert!(!html.contains(['\u{202e}', '\u{2066}']), "{html}");
+            assert!(html.contains("delete\\u2066_file"), "{html}");
+            assert!(html.contains("&#34;\\u202etxt.exe&#34;"), "{html}");
+        }
     }
 
     #[test]

@@ -20,10 +20,10 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use askama::Template;
-use fusion::agent::TokenCounter;
 use fusion::agent::context::{
     Encoding, PRUNE_KEY, SUMMARY_KEY, TiktokenCounter, is_context_record, is_interrupted,
 };
+use fusion::agent::{TokenCounter, escape_hidden};
 use fusion::storage::SessionInfo;
 use fusion::{ChatMessage, Role, ToolCall};
 
@@ -107,6 +107,8 @@ pub(crate) struct CallLink {
 /// One tool call, with its result when one is stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CallCard {
+    /// The call's id and tool name, and below its arguments, with what a page would hide
+    /// or reorder escaped ([`escape_hidden`]), as its approval card showed them.
     pub id: String,
     pub name: String,
     /// Pretty-printed when they are JSON, else as the model wrote them.
@@ -383,7 +385,7 @@ fn item(shown: &Shown<'_>, history: &[ChatMessage], index: &Index<'_>, at: usize
     let message = &history[at];
     let body = match (message.role, &message.tool_call_id, index.call_of.get(&at)) {
         (Role::Tool, Some(call_id), Some(&call_at)) => Body::ShownWithCall(CallLink {
-            call_id: call_id.clone(),
+            call_id: escape_hidden(call_id),
             at: call_at,
             href: shown.link_to(call_at),
         }),
@@ -399,7 +401,7 @@ fn item(shown: &Shown<'_>, history: &[ChatMessage], index: &Index<'_>, at: usize
     Item {
         index: at,
         role: message.role.as_str(),
-        name: message.name.clone(),
+        name: message.name.as_deref().map(escape_hidden),
         record: is_context_record(message),
         badges: badges(message, index.marks.get(&at).copied()),
         copy_text: matches!(body, Body::Markdown(_) | Body::Output(_)),
@@ -422,6 +424,9 @@ fn card(
         Ok(json) => serde_json::to_string_pretty(&json).unwrap_or_else(|_| call.arguments.clone()),
         Err(_) => call.arguments.clone(),
     };
+    // As its approval card showed it (`html::chat`): a bidi override in the arguments
+    // would make the record of what ran read `"txt.exe"` as `"exe.txt"`.
+    let arguments = escape_hidden(&arguments);
     let result = index.result_of.get(&(at, call.id.as_str())).map(|&at| {
         let message = &history[at];
         ResultCard {
@@ -432,8 +437,8 @@ fn card(
         }
     });
     CallCard {
-        id: call.id.clone(),
-        name: call.name.clone(),
+        id: escape_hidden(&call.id),
+        name: escape_hidden(&call.name),
         arguments: Cut::new(&arguments, CUT_CHARS),
         result,
     }
