@@ -33,7 +33,7 @@ use crate::open_failure::{
     EXIT_REPORT_BOUND, NamedCommand, OpenFailure, exit_status_text, stderr_note,
 };
 use crate::process::{ChildProcess, spawn_error};
-use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig, shown};
 
 /// How long closing an HTTP server's connection waits for the SDK to end its session.
 const SESSION_END_BOUND: Duration = Duration::from_secs(5);
@@ -266,8 +266,9 @@ async fn open_http(
     handler: Handler,
 ) -> Result<(Connection, Vec<Listed>), String> {
     let url = &config.url;
-    // A server's URL may carry a key (`?api_key=`): messages show it hidden.
-    let shown = redact_url(url);
+    // A server's URL may carry a key (`?api_key=`): messages show it hidden, and escaped
+    // as a command is (a line break read from a file with it, an escape sequence).
+    let shown = shown(&redact_url(url));
     let mut headers = std::collections::HashMap::new();
     for (name, value) in &config.headers {
         let header = HeaderName::try_from(name.as_str()).map_err(|_| invalid_header_name(name))?;

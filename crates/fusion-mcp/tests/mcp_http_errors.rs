@@ -437,3 +437,19 @@ async fn a_token_or_header_value_with_a_line_break_fails_the_start_saying_so() {
         assert!(!message.contains(TOKEN), "{message}");
     }
 }
+
+/// Found by a review: an HTTP server's URL was shown in the errors of its start with its
+/// secrets hidden but its control characters as they are, where a command's are escaped
+/// (`shown`): a URL read from a file with a line break in it, or holding an escape
+/// sequence, forged a log line or drove the terminal the error was printed on.
+#[tokio::test]
+async fn control_characters_of_the_url_are_shown_escaped() {
+    // Nothing listens there (this crate's tests' ports): the connection is refused.
+    let url = "http://127.0.0.1:36201/m\u{1b}[2Jcp\n";
+    let started = McpServer::start("web", HttpServerConfig::new(url), patient()).await;
+    let Err(Error::Config(message)) = started else {
+        panic!("the start should fail: {:?}", started.map(|_| ()))
+    };
+    assert!(message.contains("/m\\u{1b}[2Jcp\\n"), "{message}");
+    assert!(!message.contains('\u{1b}'), "{message:?}");
+}
