@@ -1,7 +1,8 @@
 //! The app in a real browser: headless Chromium, driven over WebDriver, clicks through
 //! the pages the way a person would (filter, page, open, expand, load earlier, delete),
 //! checks that hostile text runs nothing and that the CSP holds (`browser/safety.rs`),
-//! that the copy buttons copy the stored text (`browser/copy.rs`), runs axe-core on every
+//! that the copy buttons copy the stored text (`browser/copy.rs`), that the keyboard keeps
+//! its place (`browser/keyboard.rs`), runs axe-core on every
 //! page, and takes the screenshots in docs/ui/
 //! (`cargo xtask ui-screenshots`).
 //!
@@ -18,6 +19,8 @@ mod copy;
 mod fork;
 #[path = "browser/harness.rs"]
 mod harness;
+#[path = "browser/keyboard.rs"]
+mod keyboard;
 #[path = "browser/safety.rs"]
 mod safety;
 #[path = "browser/seed.rs"]

@@ -174,6 +174,8 @@ pub(crate) struct Messages {
     /// fork the first one made instead of making another (`routes::fork`).
     fork_request: String,
     earlier: Option<Earlier>,
+    /// Loaded by a "load earlier" link ([`Messages::loaded_earlier`]).
+    loaded: bool,
     items: Vec<Item>,
 }
 
@@ -208,8 +210,20 @@ impl Messages {
             generation,
             fork_request: format!("{:016x}{:016x}", random_u64(), random_u64()),
             earlier,
+            loaded: false,
             items,
         }
+    }
+
+    /// The window as loaded by the "load earlier" link, which it replaces. The link that
+    /// was pressed had the keyboard's focus, and htmx gives it back to the element of the
+    /// same id in what replaces it (`earlier`): the next window's link, or, where the
+    /// window reaches the first message, a line saying so. Without one the focus fell to
+    /// the page's start, so a keyboard user was sent back above the session's facts
+    /// after every load.
+    pub(crate) fn loaded_earlier(mut self) -> Self {
+        self.loaded = true;
+        self
     }
 }
 

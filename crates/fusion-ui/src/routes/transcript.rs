@@ -80,7 +80,7 @@ pub(crate) async fn messages(
         )));
     }
     let end = before.unwrap_or(history.len());
-    let messages = Messages::window(&id, &history, generation, end);
+    let messages = Messages::window(&id, &history, generation, end).loaded_earlier();
     Ok(render(StatusCode::OK, &messages))
 }
 

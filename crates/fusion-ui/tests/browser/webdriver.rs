@@ -282,6 +282,13 @@ impl Element {
         self.call("POST", "/click", None).await;
     }
 
+    /// Focuses the element and presses Enter on it, as a person at the keyboard would.
+    pub async fn press_enter(&self) {
+        // WebDriver's code point for the Enter key.
+        self.call("POST", "/value", Some(json!({ "text": "\u{E007}" })))
+            .await;
+    }
+
     /// Empties a text field, then types `text` into it.
     pub async fn replace_text(&self, text: &str) {
         self.call("POST", "/clear", None).await;
