@@ -23,7 +23,7 @@ use serde_json::Value;
 use serde_json::error::Category;
 
 use crate::environment::{InheritEnv, is_variable_name};
-use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig};
+use crate::server_config::{HttpServerConfig, McpServerConfig, StdioServerConfig, shown};
 
 /// The longest configuration file [`McpConfig::from_file`] reads: far more than any list
 /// of servers takes.
@@ -187,7 +187,7 @@ impl McpConfig {
             }
             let server = raw
                 .into_config()
-                .map_err(|e| format!("server `{name}`: {e}"))?;
+                .map_err(|e| format!("server `{}`: {e}", shown(&name)))?;
             config.servers.insert(name, server);
         }
         Ok(config)
@@ -275,13 +275,17 @@ fn locate(json: &str) -> Option<String> {
     let mut wrong = Vec::new();
     for (name, server) in servers {
         let Some(fields) = server.as_object() else {
-            wrong.push(format!("server `{name}`"));
+            wrong.push(format!("server `{}`", shown(name)));
             continue;
         };
         for (field, value) in fields {
             let alone = serde_json::Map::from_iter([(field.clone(), value.clone())]);
             if serde_json::from_value::<RawServer>(Value::Object(alone)).is_err() {
-                wrong.push(format!("server `{name}`, field `{field}`"));
+                wrong.push(format!(
+                    "server `{}`, field `{}`",
+                    shown(name),
+                    shown(field)
+                ));
             }
         }
     }

@@ -22,13 +22,13 @@
 use std::sync::{Arc, Mutex};
 
 use fusion_agent::{Tool, ToolSource};
-use fusion_core::Result;
+use fusion_core::{Error, Result};
 
 use crate::budget::ToolBudget;
 use crate::core::Core;
 use crate::naming;
 use crate::options::{McpOptions, ToolLimit};
-use crate::server_config::McpServerConfig;
+use crate::server_config::{McpServerConfig, shown};
 use crate::tool::McpTool;
 
 /// A tool a server listed that is not offered to the model, and why.
@@ -109,6 +109,15 @@ impl McpServer {
         options: McpOptions,
         budget: Arc<ToolBudget>,
     ) -> Result<Self> {
+        // Every message and log line about the server names it: one holding a control
+        // character (a line break, an escape sequence) would forge or garble them.
+        if shown(name) != name {
+            return Err(Error::Config(format!(
+                "MCP server name `{}` holds a control character, a line or paragraph \
+                 separator or a bidirectional control; name the server without it",
+                shown(name)
+            )));
+        }
         let core = Core::start(name, config, options).await?;
         Ok(Self {
             inner: Arc::new(Inner {
