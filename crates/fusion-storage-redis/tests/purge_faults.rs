@@ -673,6 +673,42 @@ async fn a_listing_whose_prune_fails_after_marking_answers_what_it_read() {
     warned_once_of_wrong_type(&logs, "a listing's prune left for a later listing");
 }
 
+/// Found by a review: on a cluster, a delete of a session that was never stored, whose
+/// steps after the script failed (here its removal from the by-id index, a key of
+/// another type), said "the session itself was deleted", of a session that never was.
+/// It says nothing was stored to delete, and names what failed; a delete of a stored
+/// session still says it was deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_of_a_session_never_stored_does_not_say_it_was_deleted() {
+    let Some(Purging {
+        h: _h,
+        store,
+        mut raw,
+    }) = warmed(RedisOptions::new()).await
+    else {
+        return;
+    };
+    let ids = format!("{PREFIX}:ids");
+    let (deleted, _) = with_key_of_another_type(&mut raw, &ids, store.delete("never")).await;
+    let shown = deleted
+        .expect_err("the by-id index is of another type")
+        .to_string();
+    assert!(!shown.contains("was deleted"), "{shown}");
+    assert!(shown.contains("no session was stored"), "{shown}");
+    assert!(shown.contains("delete removed nothing"), "{shown}");
+    assert!(shown.contains(&ids), "{shown}");
+
+    store
+        .create_session("stored", &SessionMeta::new(), &said("a"))
+        .await
+        .unwrap();
+    let (deleted, _) = with_key_of_another_type(&mut raw, &ids, store.delete("stored")).await;
+    let shown = deleted
+        .expect_err("the by-id index is of another type")
+        .to_string();
+    assert!(shown.contains("the session itself was deleted"), "{shown}");
+}
+
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was
 /// finished only by a purge, so a store whose purge never runs (one without expiring
 /// sessions) kept one per such delete, and a session a writer created meanwhile stayed

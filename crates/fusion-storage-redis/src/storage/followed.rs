@@ -8,6 +8,9 @@ pub(super) enum Applied {
     Stored,
     /// It deleted the session (a delete, or a truncate or replace that left it empty).
     Deleted,
+    /// It was a delete that found nothing stored under the session's id: it removed
+    /// nothing, and only taking the id out of the indexes failed.
+    Absent,
 }
 
 /// `err`, met by the index requests that [`follow`](super::RedisStorage::follow) a write
@@ -47,6 +50,15 @@ pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion
         (Applied::Deleted, false) => {
             "the session itself was deleted, only its index entries may not be taken out \
              yet (listings skip it meanwhile)"
+        }
+        (Applied::Absent, true) => {
+            "no session was stored under this id, so the delete removed nothing; only \
+             taking the id out of the indexes failed (listings skip it meanwhile): a retry \
+             of the delete does that"
+        }
+        (Applied::Absent, false) => {
+            "no session was stored under this id, so the delete removed nothing; only \
+             taking the id out of the indexes failed (listings skip it meanwhile)"
         }
     };
     match err {

@@ -32,8 +32,8 @@ const CLAIMED_CHUNK: usize = 1000;
 
 impl RedisStorage {
     /// Session `id` deleted on a cluster by `script` (the `DELETE` script's call; nothing
-    /// for a truncate to nothing whose script ran), whose reply tells by `gone` its owner
-    /// and whether it had an expiry entry: sends beside it the session's look-again entry
+    /// for a truncate to nothing whose script ran), whose reply tells by `gone` its owner,
+    /// whether it had an expiry entry and whether anything was stored to delete: sends beside it the session's look-again entry
     /// (`keys::look_again_member`, due a [`CLAIM_LEASE`] later, which needs no owner),
     /// then [`forget`](Self::forget)s it ([`unindex`](Self::unindex)).
     /// A delete is four round trips so, the entry's removal after the second look
@@ -42,14 +42,15 @@ impl RedisStorage {
     /// [`look_again`](Self::look_again)), also for a session with an expiry entry, which
     /// may come due only years later. On
     /// one server only the script, which kept the indexes. Returns the script's reply;
-    /// an error after the script says the session was deleted (see
-    /// [`stored_before`](super::followed::stored_before)).
+    /// an error after the script says the session was deleted, or, when nothing was
+    /// stored under `id`, that there was nothing to delete and only taking it out of the
+    /// indexes failed (see [`stored_before`](super::followed::stored_before)).
     pub(super) async fn deleted<T>(
         &self,
         name: &'static str,
         id: &str,
         script: impl Future<Output = Result<T>>,
-        gone: impl FnOnce(&T) -> (Option<String>, bool),
+        gone: impl FnOnce(&T) -> (Option<String>, bool, bool),
     ) -> Result<T> {
         if !self.conn.is_cluster() {
             return script.await;
@@ -62,12 +63,17 @@ impl RedisStorage {
         // replicas' `WAIT`, the repair after a lost reply) undone and its answer unheard.
         let (reply, look) = join(script, look).await;
         let reply = reply?;
-        let (owner, had_expiry) = gone(&reply);
-        // From here the session is gone (or was already): an error says so, not that the
-        // delete wrote nothing.
+        let (owner, had_expiry, existed) = gone(&reply);
+        // From here the session is gone: an error says so (that it was deleted, or that
+        // nothing was there to delete), not that the delete wrote nothing.
+        let applied = if existed {
+            Applied::Deleted
+        } else {
+            Applied::Absent
+        };
         self.unindex(name, id, owner.as_deref(), had_expiry, look, &token)
             .await
-            .map_err(|err| stored_before(err, Applied::Deleted))?;
+            .map_err(|err| stored_before(err, applied))?;
         Ok(reply)
     }
 

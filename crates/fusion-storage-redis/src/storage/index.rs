@@ -73,7 +73,7 @@ impl RedisStorage {
         }
         let owner = written.owner.as_deref();
         let Some(updated) = &written.updated else {
-            let gone = |_: &()| (written.owner.clone(), written.due.is_some());
+            let gone = |_: &()| (written.owner.clone(), written.due.is_some(), true);
             // `deleted` says of its errors that the session was deleted.
             return self.deleted(op.name, id, async { Ok(()) }, gone).await;
         };

@@ -212,8 +212,8 @@ impl RedisStorage {
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
         let run = self.run_write(self.writing(&scripts::DELETE), &script, op, &keys);
-        let gone = |(_, owner, due): &(i64, Option<String>, Option<String>)| {
-            (owner.clone(), due.is_some())
+        let gone = |(removed, owner, due): &(i64, Option<String>, Option<String>)| {
+            (owner.clone(), due.is_some(), *removed > 0)
         };
         Ok(self.deleted(op.name, id, run, gone).await?.0)
     }
