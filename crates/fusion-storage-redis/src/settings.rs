@@ -4,11 +4,13 @@
 //!
 //! One server, or every primary of a Redis Cluster, answers `CONFIG GET` the same way
 //! ([`read`]); a cluster's limit is the smallest of its primaries'. `connect.rs` reads
-//! them at connect, and a write whose connection dropped reads the limit again
-//! (`storage/write.rs`), since that is how a value over it shows.
+//! them at connect, and a write whose connection dropped has the limit read again before
+//! the next write is checked (`storage/write.rs`), since that is how a value over it
+//! shows.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use redis::{RedisError, RedisResult, Value};
 
@@ -107,6 +109,9 @@ pub(crate) fn warn_if_evicting(nodes: &[Settings], redacted: &str) {
 pub(crate) struct ValueLimit {
     /// In bytes; 0 while unknown (a server's is 1 MB at least).
     bytes: AtomicUsize,
+    /// Whether a write's connection dropped since the limit was last read
+    /// ([`read_again_later`](Self::read_again_later)).
+    stale: AtomicBool,
 }
 
 impl ValueLimit {
@@ -114,6 +119,7 @@ impl ValueLimit {
     pub(crate) fn new(bytes: Option<usize>) -> Self {
         Self {
             bytes: AtomicUsize::new(bytes.unwrap_or(0)),
+            stale: AtomicBool::new(false),
         }
     }
 
@@ -128,10 +134,31 @@ impl ValueLimit {
     /// since) is then known, and the write's retry is refused before it is sent, rather
     /// than sent again and again. Kept as it was when nothing could be read (the nodes
     /// still out of reach, `CONFIG` refused).
-    pub(crate) async fn read_again(&self, conn: &Connection) {
+    async fn read_again(&self, conn: &Connection) {
         let nodes = read(conn, &[VALUE_LIMIT]).await;
         if let Some(bytes) = nodes.ok().as_deref().and_then(smallest_limit) {
             self.bytes.store(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Has the limit read again ([`read_again`](Self::read_again)) before the next write
+    /// is checked against it ([`before_a_write`](Self::before_a_write)), after a write
+    /// whose connection dropped. Not at once: the read waits for the connection to be
+    /// made again (the reconnect's backoff, or longer for a server that does not answer),
+    /// which would hold back the failed write's error; the next write waits for that
+    /// connection anyway.
+    pub(crate) fn read_again_later(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// Before a write is checked against the limit: reads it again through `conn`, for at
+    /// most `within`, if a write's connection dropped since it was read
+    /// ([`read_again_later`](Self::read_again_later)). Once per drop: when that read
+    /// fails (the nodes still out of reach) the limit is kept as it was, and later writes
+    /// do not wait for it again.
+    pub(crate) async fn before_a_write(&self, conn: &Connection, within: Duration) {
+        if self.stale.swap(false, Ordering::Relaxed) {
+            let _ = tokio::time::timeout(within, self.read_again(conn)).await;
         }
     }
 }

@@ -925,6 +925,64 @@ async fn a_server_refusing_ping_at_connect_still_gives_its_bulk_limit() {
     assert_permanent(&err, "proto-max-bulk-len", &server.url);
 }
 
+/// Found by a review: after a write whose connection dropped (here a message over a
+/// `proto-max-bulk-len` lowered since connect, which the server refuses by closing the
+/// connection), the limit was read again before the write's error was returned, and that
+/// read waited for the connection to be made again: the error came a reconnect's backoff
+/// later, and not before the response timeout while new connections got no answer. The
+/// error is returned at once; the limit is read before the next write, so the retry is
+/// still refused before it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_write_fails_without_waiting_for_the_limit_to_be_read_again() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let upstream = format!("127.0.0.1:{}", server.port);
+    let proxy = FaultProxy::start(upstream.clone()).await;
+    let url = format!("redis://{}", proxy.addr());
+    // Waiting out either is the failure (`NO_HANG` comes first).
+    let options = RedisOptions::new()
+        .connect_timeout(Duration::from_secs(600))
+        .response_timeout(Duration::from_secs(600));
+    let store = RedisStorage::connect_with(&url, options).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("small")])
+        .await
+        .unwrap();
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["CONFIG", "SET", "proto-max-bulk-len", "1mb"])
+        .await
+        .unwrap();
+    // From here a new connection reaches a listener that takes it and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    proxy.redirect(silent.local_addr().unwrap().to_string());
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+
+    let huge = [ChatMessage::user("h".repeat(2 * 1024 * 1024))];
+    let sent = tokio::time::timeout(NO_HANG, store.append("s", &huge)).await;
+    sent.expect("the error waited for a connection made again")
+        .expect_err("the server refused the message");
+
+    // New connections reach the server again (those held are closed).
+    holding.abort();
+    let _ = holding.await;
+    proxy.redirect(upstream);
+    let sent = tokio::time::timeout(NO_HANG, store.append("s", &huge)).await;
+    let err = sent.expect("no hang").unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMessage { session_id, index: 0, .. } if session_id == "s"),
+        "{err:?}"
+    );
+    assert_permanent(&err, "proto-max-bulk-len", &url);
+    assert_eq!(contents(&store, "s").await, ["small"]);
+}
+
 /// The ids of the clients connected, other than `conn`'s own.
 async fn other_clients(conn: &mut MultiplexedConnection) -> Vec<String> {
     let me: i64 = redis::cmd("CLIENT")

@@ -104,6 +104,9 @@ impl RedisStorage {
         for message in messages {
             serde_json::to_writer(script.writer_for_next_arg(), message)?;
         }
+        (self.max_value)
+            .before_a_write(&self.conn, self.response_timeout)
+            .await;
         self.check_value_sizes(id, &script, messages.len())?;
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
@@ -257,21 +260,16 @@ impl RedisStorage {
             }
         };
         // Where the value may have been over a node's limit (a primary that joined the
-        // cluster since connect, or a limit lowered since), the limit is read again, so
-        // that this write's retry is refused before it is sent. Beside the repair, for
-        // no longer than it.
-        let limit = async {
-            if over_limit {
-                let reading = self.max_value.read_again(&self.conn);
-                let _ = tokio::time::timeout(self.response_timeout, reading).await;
-            }
-        };
-        let repair = async {
-            if applied {
-                self.repair_after_unheard(op).await;
-            }
-        };
-        futures::future::join(limit, repair).await;
+        // cluster since connect, or a limit lowered since), the limit is read again
+        // before the next write, so that this write's retry is refused before it is
+        // sent. Not here: the read waits for the connection made again, which would
+        // hold back this error (for the reconnect's backoff at least).
+        if over_limit {
+            self.max_value.read_again_later();
+        }
+        if applied {
+            self.repair_after_unheard(op).await;
+        }
         Err(unheard)
     }
 
