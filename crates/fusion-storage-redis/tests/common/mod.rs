@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use fusion_core::testkit::port::{ReservedPort, reserve_port};
@@ -365,53 +367,110 @@ pub fn redis_server_on_path() -> Option<std::path::PathBuf> {
 }
 
 /// A port of 127.0.0.1 for a server a test starts, its own while this lives: reserved
-/// ([`reserve_port`]), or the next free one of the range `FUSION_REDIS_TEST_PORTS` names
-/// (`35000-35199`), for a machine that leaves these tests only those ports.
+/// ([`reserve_port`]), or one of the range `FUSION_REDIS_TEST_PORTS` names
+/// (`35000-35199`), for a machine that leaves these tests only those ports, handed out
+/// again once this drops.
 pub struct TestPort {
     pub port: u16,
     _reserved: Option<ReservedPort>,
+    /// The range it was taken from, which gets it back when this drops.
+    from: Option<Arc<PortRange>>,
+}
+
+impl Drop for TestPort {
+    fn drop(&mut self) {
+        if let Some(range) = &self.from {
+            range.give_back(self.port);
+        }
+    }
 }
 
 /// The environment variable naming the ports, `LOW-HIGH` inclusive, that the servers
 /// these tests start take, instead of reserved ones.
 pub const TEST_PORTS: &str = "FUSION_REDIS_TEST_PORTS";
 
-/// A [`TestPort`]. From a range, ports go in turn (the tests of one binary run side by
-/// side; the binaries one after another), each skipped while something listens on it.
+/// A [`TestPort`]. From a range ([`PortRange`]), ports go in turn (the tests of one
+/// binary run side by side; the binaries one after another), each skipped while a
+/// [`TestPort`] holds it or something listens on it.
 ///
 /// # Panics
 ///
 /// When the range is malformed, or no port of it is free.
 pub fn test_port() -> TestPort {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static TAKEN: AtomicU16 = AtomicU16::new(0);
+    static RANGE: OnceLock<Arc<PortRange>> = OnceLock::new();
     let Some(range) = env_url(TEST_PORTS) else {
         let reserved = reserve_port();
         return TestPort {
             port: reserved.port,
             _reserved: Some(reserved),
+            from: None,
         };
     };
-    let bounds = range.split_once('-').and_then(|(low, high)| {
-        Some((
-            low.trim().parse::<u16>().ok()?,
-            high.trim().parse::<u16>().ok()?,
-        ))
+    let ports = RANGE.get_or_init(|| {
+        let ports = PortRange::parse(&range).unwrap_or_else(|| {
+            panic!("{TEST_PORTS}={range}: expected LOW-HIGH, such as 35000-35199")
+        });
+        Arc::new(ports)
     });
-    let Some((low, high)) = bounds.filter(|(low, high)| low <= high) else {
-        panic!("{TEST_PORTS}={range}: expected LOW-HIGH, such as 35000-35199");
-    };
-    loop {
-        let port = low.checked_add(TAKEN.fetch_add(1, Ordering::Relaxed));
-        let Some(port) = port.filter(|&port| port <= high) else {
-            panic!("{TEST_PORTS}={range}: every port of it is taken");
-        };
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return TestPort {
+    PortRange::take(ports)
+        .unwrap_or_else(|| panic!("{TEST_PORTS}={range}: every port of it is held or in use"))
+}
+
+/// The ports `low..=high` a test binary hands out as [`TestPort`]s, in turn: each its
+/// holder's until that drops, then free to hand out again. Handed out for good, a range
+/// sized for the servers a binary runs at once ran out after as many servers in all.
+pub struct PortRange {
+    low: u16,
+    high: u16,
+    /// The ports held now, and the offset from `low` of the next one to try.
+    state: Mutex<(BTreeSet<u16>, u32)>,
+}
+
+impl PortRange {
+    /// The ports `low..=high`.
+    pub fn new(low: u16, high: u16) -> Self {
+        assert!(low <= high, "a port range from {low} to {high}");
+        Self {
+            low,
+            high,
+            state: Mutex::new((BTreeSet::new(), 0)),
+        }
+    }
+
+    /// `LOW-HIGH`, inclusive; `None` when malformed.
+    pub fn parse(range: &str) -> Option<Self> {
+        let (low, high) = range.split_once('-')?;
+        let (low, high) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+        (low <= high).then(|| Self::new(low, high))
+    }
+
+    /// The next port of the range, after the last one handed out, that no [`TestPort`]
+    /// holds and nothing listens on; `None` when there is none.
+    pub fn take(range: &Arc<Self>) -> Option<TestPort> {
+        let len = u32::from(range.high - range.low) + 1;
+        let mut state = range.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (held, next) = &mut *state;
+        for step in 0..len {
+            let offset = (*next + step) % len;
+            let port = range.low + u16::try_from(offset).expect("within the range");
+            if held.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue;
+            }
+            held.insert(port);
+            *next = (offset + 1) % len;
+            return Some(TestPort {
                 port,
                 _reserved: None,
-            };
+                from: Some(Arc::clone(range)),
+            });
         }
+        None
+    }
+
+    /// Takes `port` back, for a later [`take`](Self::take).
+    fn give_back(&self, port: u16) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.0.remove(&port);
     }
 }
 
