@@ -378,3 +378,70 @@ async fn a_newest_first_walk_reports_an_updated_at_out_of_a_cursors_range() {
         }
     }
 }
+
+/// A write whose expectation the session does not meet, and a creation of a session that
+/// exists, on a session whose `created_at` or `updated_at` a hand edit damaged, is
+/// corrupt naming the column, on both paths, as the same write with a met expectation is
+/// (`a_write_to_a_session_whose_times_are_damaged_...` above), and as PostgreSQL says: not
+/// `Conflict`, which a reload (`load_revision` reads no time) and retry would only turn
+/// into `Corrupt`.
+#[tokio::test]
+async fn a_refused_write_to_a_session_whose_times_are_damaged_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("updated_at", "'x'"),
+        ("updated_at", "9223372036854775807"),
+        ("created_at", "'x'"),
+        ("created_at", "-1"),
+    ];
+    for url in both_paths(dir.path()) {
+        for (column, value) in cases {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            storage.save("s", &turn("one")).await.unwrap();
+            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            let before = snapshot(&storage).await;
+            let (_, revision) = storage.load_revision("s").await.unwrap();
+            let wrong = Expect::Generation(revision.generation.wrapping_add(1));
+            let mut writes = every_write(&storage, "s", wrong).await;
+            let stale = fusion_core::Revision {
+                len: revision.len + 1,
+                ..revision
+            };
+            let since = Expect::UnwrittenSince {
+                revision: stale,
+                since: std::time::SystemTime::now(),
+            };
+            let more = turn("more");
+            for (what, expect) in [
+                ("write_if absent", Expect::Generation(0)),
+                ("write_if exactly", Expect::Exactly(stale)),
+                ("write_if since", since),
+            ] {
+                let result = storage.write_if("s", expect, Change::Append(&more)).await;
+                writes.push((what, result.map(drop)));
+            }
+            let meta = fusion_core::SessionMeta::new();
+            let created = storage.create_session("s", &meta, &more).await;
+            writes.push(("create_session", created.map(drop)));
+            let epoch = std::time::UNIX_EPOCH;
+            let times = fusion_core::SessionTimes::new(epoch, epoch);
+            let created = storage
+                .create_session_with_times("s", &meta, &more, times)
+                .await;
+            writes.push(("create_session_with_times", created.map(drop)));
+            let wrong: Vec<_> = writes
+                .into_iter()
+                .filter_map(|(what, result)| (!is_corrupt(result, column, true)).then_some(what))
+                .collect();
+            assert!(wrong.is_empty(), "{url}, {column} = {value}: {wrong:?}");
+            assert_eq!(
+                snapshot(&storage).await,
+                before,
+                "{url}, {column} = {value}"
+            );
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}

@@ -21,7 +21,7 @@ use super::dedup::{Decided, Dedup};
 use super::statements::{time_holds, times_hold};
 use super::{
     BEGIN_AND_READ_INFO, BEGIN_AND_READ_REVISION, BEGIN_AND_READ_REVISION_AND_RECENT, Kept,
-    READ_INFO, READ_REVISION, READ_REVISION_AND_RECENT, Value, Write,
+    READ_INFO, READ_REVISION_AND_RECENT, READ_REVISION_TO_WRITE, Value, Write,
 };
 use crate::generation::Condition;
 use crate::meta::{self, InfoRow, Updated};
@@ -56,7 +56,7 @@ pub(crate) const BEGIN_AND_READ_REVISION_AND_UPDATED: &str =
 #[derive(Debug)]
 pub(crate) enum Check {
     /// A conditional write, a creation or an append with ids at `now` (Unix µs, the
-    /// instant its statements bind): the session's revision ([`READ_REVISION`]) must meet
+    /// instant its statements bind): the session's revision ([`READ_REVISION_TO_WRITE`]) must meet
     /// the condition. With `dedup` (an append whose messages carry ids), the read also
     /// finds the session's `recent_ids` ([`READ_REVISION_AND_RECENT`]), and the messages
     /// whose ids are stored are left out.
@@ -188,7 +188,7 @@ impl Check {
             Check::Revision { condition, .. } if condition.reads_updated() => {
                 READ_REVISION_AND_UPDATED
             }
-            Check::Revision { dedup: None, .. } => READ_REVISION,
+            Check::Revision { dedup: None, .. } => READ_REVISION_TO_WRITE,
             Check::Revision { dedup: Some(_), .. } => READ_REVISION_AND_RECENT,
             Check::Meta { .. } => READ_INFO,
         }

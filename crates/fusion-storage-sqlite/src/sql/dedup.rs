@@ -40,6 +40,7 @@ use rusqlite::{Connection, ErrorCode, ffi};
 
 #[cfg(doc)]
 use super::statements::APPEND_RECORDING_IDS;
+use super::statements::{time_holds, times_hold};
 
 /// The name [`APPEND_RECORDING_IDS`] calls the function [`register`] adds by.
 const RECORD_IDS: &str = "fusion_record_ids";
@@ -100,13 +101,19 @@ macro_rules! message_id {
 /// `concat!`.
 macro_rules! read_revision_and_recent {
     () => {
-        "SELECT generation, message_count, expires_at, recent_ids FROM sessions WHERE id = ?1"
+        concat!(
+            "SELECT generation, message_count, expires_at, recent_ids FROM sessions \
+             WHERE id = ?1 AND ",
+            times_hold!()
+        )
     };
 }
 
 /// `READ_REVISION`'s columns and, fourth, `recent_ids` (a blob, NULL when unknown): what the
 /// check of an append with ids reads first inside its transaction. One lookup of the
-/// `sessions` row's key.
+/// `sessions` row's key, read only if the row's times hold, as `READ_REVISION_TO_WRITE`
+/// (an append whose every message is stored already would otherwise end `Ok` on a
+/// session every other write reports corrupt).
 pub(crate) const READ_REVISION_AND_RECENT: &str = read_revision_and_recent!();
 
 /// The first round trip of an append with ids on the sqlx path: take the write lock, then

@@ -91,6 +91,7 @@ use statements::{
     APPEND, APPEND_RECORDING_IDS, CREATE, NOTHING, PURGE, REWRITE, SAVE, TRUNCATE, UPDATE_META,
 };
 pub(crate) use statements::{REMOVE, REMOVE_EXPIRED};
+use statements::{time_holds, times_hold};
 
 /// Every write starts with this, so the transaction holds SQLite's write lock from its
 /// first statement. A plain (deferred) `BEGIN` would start as a reader and fail with
@@ -112,9 +113,19 @@ macro_rules! read_revision {
 /// `message_count` is exact (the seqs are `0..message_count`), so no message is counted.
 pub(crate) const READ_REVISION: &str = read_revision!();
 
-/// A conditional write's first round trip on the sqlx path: take the write lock and read
-/// the revision to check. The rest of the write follows as [`WriteSql::rest`].
-pub(crate) const BEGIN_AND_READ_REVISION: &str = concat!(begin_write!(), "; ", read_revision!());
+/// [`READ_REVISION`] for a write's check: only if the row's times hold (`times_hold!`),
+/// else `Corrupt` naming the column, so a write its check refuses (a wrong expectation, a
+/// creation of one that exists) says so too, not a conflict no reload and retry resolves.
+pub(crate) const READ_REVISION_TO_WRITE: &str = concat!(read_revision!(), " AND ", times_hold!());
+
+/// A checked write's first round trip on the sqlx path: the lock, [`READ_REVISION_TO_WRITE`].
+pub(crate) const BEGIN_AND_READ_REVISION: &str = concat!(
+    begin_write!(),
+    "; ",
+    read_revision!(),
+    " AND ",
+    times_hold!()
+);
 
 /// A metadata update's first round trip on the sqlx path: take the write lock and read the
 /// session's facts ([`READ_INFO`]).

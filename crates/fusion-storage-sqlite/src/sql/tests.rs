@@ -104,7 +104,11 @@ fn a_conditional_write_is_the_plain_write_after_a_check() {
     );
     assert_eq!(
         BEGIN_AND_READ_REVISION,
-        "BEGIN IMMEDIATE; SELECT generation, message_count, expires_at FROM sessions WHERE id = ?1"
+        concat!(
+            "BEGIN IMMEDIATE; SELECT generation, message_count, expires_at FROM sessions \
+             WHERE id = ?1 AND ",
+            times_hold!()
+        )
     );
 }
 
