@@ -590,3 +590,34 @@ async fn an_error_quoting_the_endpoint_shows_its_control_characters_visibly() {
         "{stderr:?}"
     );
 }
+
+/// A message is sent as typed, its line terminator removed: a pasted line of code keeps
+/// its indentation and its trailing blanks (every line was trimmed). Commands are still
+/// found with blanks around them, and a blank line sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_keeps_its_indentation_and_trailing_blanks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (url, storage) = storage(tmp.path());
+    let server = MockLlmServer::start().await;
+    server.push_text("Indented.").push_text("Tabbed.");
+    let args = ["--session", "ada", "--storage", &url];
+    let input = "    fn main() {}  \r\n   \n\tlet x = 1;\n  /history  \n";
+    let output = chat(tmp.path(), &server, &args, input).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("5 messages in session ada"), "{stdout}");
+    assert_eq!(server.request_count(), 2, "{stdout}");
+    let sent = request_messages(&server.requests()[1]);
+    assert!(
+        sent.contains(&"user:     fn main() {}  ".to_string()),
+        "{sent:?}"
+    );
+    assert!(sent.contains(&"user: \tlet x = 1;".to_string()), "{sent:?}");
+    let users: Vec<String> = load_async(&storage, "ada")
+        .await
+        .into_iter()
+        .filter(|m| m.role == Role::User)
+        .map(|m| m.content)
+        .collect();
+    assert_eq!(users, ["    fn main() {}  ", "\tlet x = 1;"]);
+}

@@ -2,6 +2,8 @@
 //! `/summarize`, `/clear`, `/exit` or `/quit`): everything typed at the prompt that is not
 //! sent to the model. A line starting with `//` is a message, sent with one slash less.
 
+use std::borrow::Cow;
+
 use anyhow::{Context, Result};
 use fusion::agent::ApprovalMode;
 
@@ -24,6 +26,40 @@ anything else is sent to the agent; to send a line starting with /, type one mor
 
 /// How many recent messages `/summarize` without an argument leaves as they are.
 const DEFAULT_KEEP: usize = 10;
+
+/// What a line read at the prompt asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Typed<'a> {
+    /// Nothing but blanks: nothing is sent, nothing runs.
+    Blank,
+    /// A slash command, without its slash (`undo`, `summarize 4`).
+    Command(&'a str),
+    /// A message for the model, as typed: a pasted code block keeps its indentation.
+    Message(Cow<'a, str>),
+}
+
+/// Sorts a line (its terminator already removed) into a command, a message or nothing.
+/// A command is recognised with the blanks around it ignored (`  /undo ` undoes); a
+/// message keeps its leading and trailing blanks, and `//` escapes a message that starts
+/// with a slash (`//help me` sends "/help me", `  //x` sends "  /x").
+pub(super) fn typed(line: &str) -> Typed<'_> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Typed::Blank;
+    }
+    match trimmed.strip_prefix('/') {
+        Some(rest) if rest.starts_with('/') => {
+            let slash = line.len() - line.trim_start().len();
+            Typed::Message(Cow::Owned(format!(
+                "{}{}",
+                &line[..slash],
+                &line[slash + 1..]
+            )))
+        }
+        Some(command) => Typed::Command(command),
+        None => Typed::Message(Cow::Borrowed(line)),
+    }
+}
 
 impl Chat {
     /// Runs `/command` (given without its slash). A command that takes no argument and is
@@ -150,5 +186,28 @@ impl Chat {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Typed, typed};
+
+    #[test]
+    fn a_message_keeps_its_blanks_and_a_command_is_found_inside_them() {
+        assert_eq!(
+            typed("    let x = 1;  "),
+            Typed::Message("    let x = 1;  ".into())
+        );
+        assert_eq!(
+            typed("\tfn main() {}"),
+            Typed::Message("\tfn main() {}".into())
+        );
+        assert_eq!(typed("  /undo \t"), Typed::Command("undo"));
+        assert_eq!(typed("/summarize 4"), Typed::Command("summarize 4"));
+        assert_eq!(typed("//help me "), Typed::Message("/help me ".into()));
+        assert_eq!(typed("  //x"), Typed::Message("  /x".into()));
+        assert_eq!(typed(""), Typed::Blank);
+        assert_eq!(typed(" \t "), Typed::Blank);
     }
 }

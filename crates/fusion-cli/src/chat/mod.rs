@@ -45,6 +45,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use self::approve::{Question, answer, next_question};
+use self::commands::Typed;
 use self::events::TurnView;
 use self::input::Input;
 use self::signals::{Ending, Endings, Stop};
@@ -295,19 +296,11 @@ impl Chat {
             let Some(line) = line else {
                 return Ok(None);
             };
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            let outcome = match line.strip_prefix('/') {
-                // `//` escapes a message that starts with a slash (`//help me` sends
-                // "/help me"), which would otherwise only ever be a command.
-                Some(message) if message.starts_with('/') => {
-                    self.turn(message, input, endings).await
-                }
+            let outcome = match commands::typed(&line) {
+                Typed::Blank => continue,
                 // `/summarize` asks the model too, so Ctrl-C stops a command as it stops a
                 // turn.
-                Some(command) => {
+                Typed::Command(command) => {
                     let interactive = self.interactive;
                     let stopped = tokio::select! {
                         biased;
@@ -319,7 +312,7 @@ impl Chat {
                         Err(stop) => self.stopped(stop).await,
                     }
                 }
-                None => self.turn(line, input, endings).await,
+                Typed::Message(message) => self.turn(&message, input, endings).await,
             };
             let outcome = match outcome {
                 Err(err) => Err(self.explain_conflict(err).await),
