@@ -155,7 +155,7 @@ fn an_import_of_a_bare_array_of_messages_says_what_to_make_of_it() {
     ] {
         let (_, err) = import_fails(tmp.path(), name, contents, &url);
         assert!(
-            err.contains("the file is a JSON array") && !err.contains("expected u64"),
+            err.contains("the export is a JSON array") && !err.contains("expected u64"),
             "{name}: {err}"
         );
     }
@@ -179,6 +179,14 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
         ("", "stdin held nothing (it ended before any message"),
         (" \n\n", "stdin held nothing"),
         ("{\"messages\":[]}", "the export holds no messages"),
+        (
+            "[{\"role\":\"user\",\"content\":\"hi\"}]",
+            "the export is a JSON array",
+        ),
+        (
+            "{\"version\":2,\"messages\":[]}",
+            "an export written by a newer release needs that release",
+        ),
         (
             "{\"id\":\"m1\",\"role\":\"user\",\"content\":\"a\"}\n\
              {\"id\":\"m1\",\"role\":\"user\",\"content\":\"b\"}\n",
@@ -207,6 +215,10 @@ fn an_import_from_stdin_that_fails_says_it_came_from_stdin() {
             !err.contains("the file holds") && !err.contains("to import the file"),
             "{input}: {err}"
         );
+        // Nor is a format or a version said of a file ("or jsonl file", "the file is a
+        // JSON array", "files without a version").
+        let said = err.replace("name the file to import", "");
+        assert!(!said.contains("file"), "{input}: {err}");
     }
 }
 

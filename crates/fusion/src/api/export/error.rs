@@ -18,8 +18,10 @@ pub enum ExportError {
     Json(#[from] serde_json::Error),
 }
 
-/// Why a file could not be read as an export. Each error says what is wrong and where
-/// (the line of a `jsonl` file; serde's line and column, in the source, for `json`).
+/// Why text (a file's, stdin's, a request's) could not be read as an export. Each error
+/// says what is wrong and where (the line of a `jsonl` export; serde's line and column, in
+/// the source, for `json`), and speaks of the export, never of a file: the text may come
+/// from anywhere.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ImportError {
@@ -36,18 +38,18 @@ pub enum ImportError {
         #[source]
         source: serde_json::Error,
     },
-    /// The file is neither a `json` export nor `jsonl` (its first line is not a message).
+    /// The text is neither a `json` export nor `jsonl` (its first line is not a message).
     #[error(
-        "not a valid json export ({{\"version\": 1, \"id\": ..., \"meta\": {{...}}, \"messages\": [...]}}) or jsonl file (one message per line)"
+        "not a valid json export ({{\"version\": 1, \"id\": ..., \"meta\": {{...}}, \"messages\": [...]}}) or jsonl export (one message per line)"
     )]
     Document(#[source] serde_json::Error),
     /// The `json` export declares a `version` this release does not read: one from a
     /// newer release (which may hold what this one would drop), or 0, which no release
     /// writes (a file without a version reads as version 1).
     #[error(
-        "the json export is of version {found}, and this release of Fusion reads version {} (and files without a version){}",
+        "the json export is of version {found}, and this release of Fusion reads version {} (and exports without a version){}",
         super::JSON_VERSION,
-        if *.found > super::JSON_VERSION { "; a file written by a newer release needs that release to import it" } else { "" }
+        if *.found > super::JSON_VERSION { "; an export written by a newer release needs that release to import it" } else { "" }
     )]
     UnknownVersion {
         /// The version the file declares.

@@ -341,8 +341,8 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
         && serde_json::from_str::<Vec<serde::de::IgnoredAny>>(text).is_ok();
     ImportError::Document(match array {
         true => serde::de::Error::custom(
-            "the file is a JSON array; put the messages in a json export's \"messages\", or \
-             write one message per line (jsonl)",
+            "the export is a JSON array; put the messages in a json export's \"messages\", \
+             or write one message per line (jsonl)",
         ),
         false => err,
     })

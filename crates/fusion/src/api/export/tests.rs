@@ -191,6 +191,40 @@ fn a_json_export_of_a_newer_version_is_refused_and_one_without_a_version_read() 
     }
 }
 
+/// `read` takes text from anywhere (stdin, memory, a request): what it says of a format,
+/// a version or a JSON array names the export, not a file ("or jsonl file", "files
+/// without a version", "the file is a JSON array" were said of stdin too).
+#[test]
+fn what_is_wrong_is_said_of_the_export_not_of_a_file() {
+    let messages = r#""messages":[{"role":"user","content":"hi"}]"#;
+    let texts = [
+        "not json\n".to_string(),
+        "[{\"role\":\"user\",\"content\":\"hi\"}]".to_string(),
+        format!(r#"{{"version":0,{messages}}}"#),
+        format!(r#"{{"version":2,{messages}}}"#),
+        "  \n".to_string(),
+        r#"{"id":"x","messages":[]}"#.to_string(),
+        r#"{"role":"tool","content":"out"}"#.to_string(),
+    ];
+    for text in texts {
+        let err = chain(&read(&text).unwrap_err());
+        assert!(!err.contains("file"), "{text}: {err}");
+    }
+    let newer = read(&format!(r#"{{"version":2,{messages}}}"#)).unwrap_err();
+    assert!(
+        newer.to_string().ends_with(
+            "(and exports without a version); an export written by a newer release needs \
+             that release to import it"
+        ),
+        "{newer}"
+    );
+    let neither = read("not json\n").unwrap_err().to_string();
+    assert!(
+        neither.ends_with("or jsonl export (one message per line)"),
+        "{neither}"
+    );
+}
+
 #[test]
 fn jsonl_has_one_message_per_line() {
     let text = write(ExportFormat::Jsonl, "s", &meta(), &sample()).unwrap();
@@ -223,7 +257,7 @@ fn broken_files_name_what_is_wrong() {
     // A JSON array is named as one; text that merely starts with `[` is not called one.
     for array in ["[{\"role\":\"user\",\"content\":\"hi\"}]", "[\n]\n", "[1]"] {
         let err = chain(&read(array).unwrap_err());
-        assert!(err.contains("the file is a JSON array"), "{array}: {err}");
+        assert!(err.contains("the export is a JSON array"), "{array}: {err}");
     }
     for not_json in [
         "[INFO] started\n",
