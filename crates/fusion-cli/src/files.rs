@@ -15,13 +15,14 @@ use fusion_core::regular_file;
 /// whatever its size: its length is known, and it is what the user asked for.
 const MAX_STREAMED_IMPORT: u64 = 256 << 20;
 
-/// Reads the import file at `path` whole (see [`MAX_STREAMED_IMPORT`]).
+/// Reads the import file at `path` whole (see [`MAX_STREAMED_IMPORT`]), as [`text_of`]
+/// reads it.
 pub fn read_import_file(path: &Path) -> Result<String> {
     let file = File::open(path)?;
     if file.metadata()?.is_file() {
-        let mut text = String::new();
-        (&file).read_to_string(&mut text)?;
-        return Ok(text);
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes)?;
+        return text_of(bytes);
     }
     read_import(file)
 }
@@ -38,7 +39,48 @@ pub fn read_import(input: impl Read) -> Result<String> {
             MAX_STREAMED_IMPORT >> 20
         );
     }
-    Ok(String::from_utf8(bytes)?)
+    text_of(bytes)
+}
+
+/// The text of an import: UTF-8, or UTF-16 with its byte order mark, which PowerShell's
+/// `>` writes (`fusion sessions export s > s.json`); read as UTF-8, that export failed
+/// with "stream did not contain valid UTF-8", which said nothing of what to do. Anything
+/// else is refused naming the first byte that is not UTF-8, and its line.
+fn text_of(bytes: Vec<u8>) -> Result<String> {
+    let bytes = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(err) => err.into_bytes(),
+    };
+    let unit: Option<fn([u8; 2]) -> u16> = match bytes.get(..2) {
+        Some([0xFF, 0xFE]) => Some(u16::from_le_bytes),
+        Some([0xFE, 0xFF]) => Some(u16::from_be_bytes),
+        _ => None,
+    };
+    if let Some(unit) = unit {
+        let units = bytes[2..].chunks(2).map(|pair| match pair {
+            [a, b] => unit([*a, *b]),
+            // An odd byte at the end: no UTF-16 unit, so an error below.
+            _ => 0xD800,
+        });
+        return char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "it starts as UTF-16 text (its byte order mark) and is not: save the export \
+                     as UTF-8, or export it again with `-o FILE`"
+                )
+            });
+    }
+    let valid = match std::str::from_utf8(&bytes) {
+        Err(err) => err.valid_up_to(),
+        Ok(_) => unreachable!("the text was not UTF-8"),
+    };
+    let line = 1 + bytes[..valid].iter().filter(|&&b| b == b'\n').count();
+    bail!(
+        "it is not UTF-8 text: byte {} (on line {line}) is not UTF-8; save the export as \
+         UTF-8, or export it again with `-o FILE`",
+        valid + 1
+    )
 }
 
 /// Writes `bytes` to `path`, whole or not at all:
@@ -167,5 +209,34 @@ mod tests {
         let err = read_import(long).unwrap_err().to_string();
         assert!(err.contains("256 MiB"), "{err}");
         assert_eq!(read_import(&b"{}"[..]).unwrap(), "{}");
+    }
+
+    #[test]
+    fn utf_16_with_its_mark_is_read_and_other_bytes_are_refused_by_place() {
+        let text = "{\"role\":\"user\",\"content\":\"héllo 🦀\"}\n";
+        let le: Vec<u8> = [0xFF, 0xFE]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_le_bytes))
+            .collect();
+        let be: Vec<u8> = [0xFE, 0xFF]
+            .into_iter()
+            .chain(text.encode_utf16().flat_map(u16::to_be_bytes))
+            .collect();
+        for bytes in [&le, &be] {
+            assert_eq!(read_import(&bytes[..]).unwrap(), text);
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("s.json");
+            fs::write(&file, bytes).unwrap();
+            assert_eq!(read_import_file(&file).unwrap(), text);
+        }
+        let err = read_import(&le[..le.len() - 1]).unwrap_err().to_string();
+        assert!(err.starts_with("it starts as UTF-16 text"), "{err}");
+        let latin1 = b"{}\n{\"content\":\"h\xE9llo\"}\n";
+        let err = read_import(&latin1[..]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("it is not UTF-8 text: byte 17 (on line 2) is not UTF-8"),
+            "{err}"
+        );
+        assert_eq!(read_import("héllo".as_bytes()).unwrap(), "héllo");
     }
 }
