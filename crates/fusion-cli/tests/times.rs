@@ -2,14 +2,20 @@
 //! them to the target, and a `json` export records them for `sessions import` to give
 //! back, run as processes between real file-system and SQLite storage. Every time is a
 //! whole millisecond, the precision every backend keeps.
+//!
+//! This process and the `fusion` processes take turns on one SQLite file: each storage this
+//! process opens is closed before it goes on ([`with_storage`]), so no process finds the
+//! file held by connections still closing on their own threads.
 
 mod common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{block_on, conversation, fails, load, ok};
+use common::{block_on, conversation, fails, ok};
+use fusion::ChatMessage;
 use fusion::storage::{
-    Expiry, SessionInfo, SessionMeta, SessionOrder, SessionQuery, SessionTimes, StorageType,
+    ConversationStorage, Expiry, SessionInfo, SessionMeta, SessionOrder, SessionQuery,
+    SessionTimes, SqliteStorage, StorageType,
 };
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -23,12 +29,30 @@ fn days_ago(days: u32) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(millis) - DAY * days
 }
 
+/// Runs `use_it` on the storage at `url` and, for SQLite, closes it before returning.
+/// Dropped, a SQLite storage closes its connections later, on their own threads (the
+/// runtime that would close them is gone), so the next `fusion` process could open the
+/// file while they still held it, or checkpointed it on their way out: how long that
+/// lasts is the scheduler's, and on a loaded machine it outlasted the opening's wait.
+fn with_storage<T>(url: &str, use_it: impl AsyncFnOnce(&dyn ConversationStorage) -> T) -> T {
+    block_on(async {
+        match url.parse::<StorageType>().unwrap() {
+            StorageType::Sqlite(url) => {
+                let store = SqliteStorage::connect(&url).await.unwrap();
+                let got = use_it(&store).await;
+                store.close().await;
+                got
+            }
+            other => use_it(other.open().await.unwrap().as_ref()).await,
+        }
+    })
+}
+
 /// Creates `id` in `url` with `meta`, as if created `created` and last written `updated`
 /// days ago.
 fn create(url: &str, id: &str, meta: &SessionMeta, (created, updated): (u32, u32)) {
     let times = SessionTimes::new(days_ago(created), days_ago(updated));
-    block_on(async {
-        let store = url.parse::<StorageType>().unwrap().open().await.unwrap();
+    with_storage(url, async |store| {
         store
             .create_session_with_times(id, meta, &conversation(1)[..2], times)
             .await
@@ -38,13 +62,17 @@ fn create(url: &str, id: &str, meta: &SessionMeta, (created, updated): (u32, u32
 
 /// Every session of `url`, newest first, as `session_info` reports them.
 fn newest_first(url: &str) -> Vec<SessionInfo> {
-    block_on(async {
-        let store = url.parse::<StorageType>().unwrap().open().await.unwrap();
+    with_storage(url, async |store| {
         let query = SessionQuery::new()
             .order(SessionOrder::UpdatedDesc)
             .limit(100);
         store.list_page(&query).await.unwrap().sessions
     })
+}
+
+/// The messages of session `id` in `url`.
+fn load(url: &str, id: &str) -> Vec<ChatMessage> {
+    with_storage(url, async |store| store.load(id).await.unwrap())
 }
 
 fn times(infos: &[SessionInfo]) -> Vec<(String, Option<SessionTimes>)> {
@@ -128,10 +156,9 @@ fn an_export_keeps_the_times_for_its_import() {
     let out = ok(dir, ["sessions", "import", file, "--storage", &to]);
     assert!(out.contains("imported session kept"), "{out}");
     assert_eq!(times(&newest_first(&to)), times(&newest_first(&from)));
-    let (source, target) = (from.parse().unwrap(), to.parse().unwrap());
     assert_eq!(
-        load(&target, "kept"),
-        load(&source, "kept"),
+        load(&to, "kept"),
+        load(&from, "kept"),
         "the very messages, none given an id"
     );
 
