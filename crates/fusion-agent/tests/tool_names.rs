@@ -84,18 +84,23 @@ async fn a_tool_with_a_name_servers_refuse_is_offered_and_called_as_its_calls_ar
     assert_eq!(call.name, DOTTED, "stored under the tool's name");
 }
 
-#[tokio::test]
-async fn two_tools_offered_under_one_name_are_refused_at_build() {
-    let server = MockLlmServer::start().await;
+/// The form [`DOTTED`] is offered under, found as the client offers it: in a request's
+/// tools (the request it takes is the server's last).
+async fn offered_form(server: &MockLlmServer) -> String {
     server.push(MockReply::text("hello"));
-    // The offered form, found as the client offers it: in a request's tools.
-    let mut probe = session(&server, ToolRegistry::new().with(Named(DOTTED.into())))
+    let mut probe = session(server, ToolRegistry::new().with(Named(DOTTED.into())))
         .storage(Arc::new(InMemoryStorage::new()))
         .build()
         .await
         .unwrap();
     probe.send_message("hi").await.unwrap();
-    let sent = names(&server.requests()[0]).0[0].clone();
+    names(&server.requests().pop().unwrap()).0[0].clone()
+}
+
+#[tokio::test]
+async fn two_tools_offered_under_one_name_are_refused_at_build() {
+    let server = MockLlmServer::start().await;
+    let sent = offered_form(&server).await;
     let tools = ToolRegistry::new()
         .with(Named(DOTTED.into()))
         .with(Named(sent.clone()));
@@ -110,4 +115,37 @@ async fn two_tools_offered_under_one_name_are_refused_at_build() {
         message.contains(DOTTED) && message.contains(&sent),
         "{message}"
     );
+}
+
+/// Found by a review: the text ReAct mode, whose calls name tools as they are written
+/// (`Action: functions.read_file`), refused to build beside a tool named the other's
+/// sendable form, although no name is ever sent as a function name there. It takes them,
+/// and each call runs the tool it names.
+#[tokio::test]
+async fn two_tools_offered_alike_natively_are_taken_by_the_text_react_mode() {
+    let server = MockLlmServer::start().await;
+    let sent = offered_form(&server).await;
+    let tools = ToolRegistry::new()
+        .with(Named(DOTTED.into()))
+        .with(Named(sent.clone()));
+    let mut session = AgentSession::builder(SESSION)
+        .llm(Arc::new(common::text_client(&server)))
+        .tools(tools)
+        .storage(Arc::new(InMemoryStorage::new()))
+        .build()
+        .await
+        .expect("the text ReAct mode sends no function names");
+    assert!(session.uses_text_react());
+    server
+        .push_text(format!("Action: {DOTTED}\nAction Input: {{}}"))
+        .push_text(format!("Action: {sent}\nAction Input: {{}}"))
+        .push_text("Final Answer: both ran");
+    let answer = session.send_message("run both").await.unwrap();
+    assert_eq!(answer.result, "both ran");
+    let ran: Vec<_> = answer
+        .steps
+        .iter()
+        .map(|s| s.observation.as_str())
+        .collect();
+    assert_eq!(ran, [format!("ran {DOTTED}"), format!("ran {sent}")]);
 }

@@ -293,3 +293,43 @@ async fn a_source_change_offering_two_tools_alike_fails_the_turn_naming_both() {
     h.server.push_text("fine");
     assert_eq!(session.send_message("again").await.unwrap().result, "fine");
 }
+
+/// Found by a review: the text ReAct mode failed every turn once a source offered two
+/// tools whose names are offered alike as native tools, and its prompt kept the tools as
+/// they were before the change; it writes the names as they are, so it takes them.
+#[tokio::test]
+async fn a_source_change_offering_two_tools_alike_natively_is_taken_in_text_mode() {
+    let h = Harness::new().await;
+    // The form `srv.dotted` is offered under natively, as a native session offers it.
+    let (_, mut native) = with_source_offering(&h, &["srv.dotted"]).await;
+    h.server.push_text("first");
+    native.send_message("hello").await.unwrap();
+    let sent = offered(&h.server.requests()[0]).last().unwrap().clone();
+
+    let source = Arc::new(Changing::default());
+    source.offer(&["srv.dotted"]);
+    let loaded = source.clone();
+    let mut session = AgentSession::builder("text-user")
+        .llm(Arc::new(common::text_client(&h.server)))
+        .storage(h.storage.clone())
+        .tools(fusion_agent::ToolRegistry::new())
+        .tool_sources_from(async move { Ok(vec![loaded as Arc<dyn ToolSource>]) })
+        .build()
+        .await
+        .unwrap();
+    source.offer(&["srv.dotted", &sent]);
+    h.server
+        .push_text(format!("Action: {sent}\nAction Input: {{}}"))
+        .push_text("Final Answer: done");
+    let answer = session.send_message("use it").await.unwrap();
+    assert_eq!(answer.result, "done");
+    assert_eq!(answer.steps[0].observation, format!("{sent} ran"));
+    let system = h.request_messages(1)[0]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        system.contains(&sent),
+        "the prompt offers the new tool: {system}"
+    );
+}

@@ -267,7 +267,8 @@ impl SessionBuilder {
     /// client or storage, a zero iteration limit, an unusable workspace root or a tool
     /// name offered by two of its tools' owners (a tool source and `.tools(..)`, or two
     /// sources: two MCP servers of one name given in two configurations) or offered by two
-    /// tools alike (`functions.read_file` beside a tool named its sendable form),
+    /// tools alike (`functions.read_file` beside a tool named its sendable form) to a
+    /// client with native tool calling (the text ReAct mode writes names as they are),
     /// [`Error::InvalidMeta`] for an owner, title, tag or data entry that breaks a rule of
     /// [`SessionMeta::validate`], and with the storage's error if the history cannot be
     /// loaded.
@@ -327,8 +328,14 @@ impl SessionBuilder {
             }
         }
         // Before the names are compared: a tool whose definition panics is an error
-        // naming it, not a panic through the caller. Refuses two tools offered alike too.
-        let tool_view = std::sync::Mutex::new(Arc::new(ToolView::of(&tools)?));
+        // naming it, not a panic through the caller. Refuses two tools offered alike as
+        // native tools too, for a client that offers them so (a session switched to the
+        // text ReAct mode later never offers them natively again).
+        let tool_view = ToolView::of(&tools)?;
+        if llm.supports_native_tools() {
+            tool_view.native_definitions()?;
+        }
+        let tool_view = std::sync::Mutex::new(Arc::new(tool_view));
         tools.refuse_shared_names()?;
         // Read with its revision: the session's writes are conditional on it.
         let (history, revision) = storage.load_revision(id.as_str()).await?;

@@ -192,25 +192,38 @@ struct ToolView {
     definitions: Vec<ToolDefinition>,
     /// The text ReAct instructions for these tools, for a client without native tools.
     react_prompt: String,
+    /// Why these tools cannot be offered as native tools, naming the two whose names are
+    /// offered alike ([`shared_sendable_name`](crate::tools::registry::shared_sendable_name));
+    /// no matter in text ReAct mode, where the names are written as they are.
+    sendable_clash: Option<String>,
 }
 
 impl ToolView {
     /// Fails, naming the tool, when a tool's definition panics
-    /// ([`checked_definitions`](crate::ToolRegistry::checked_definitions)), or naming both
-    /// when two tools would be offered under one name
-    /// ([`refuse_shared_sendable_names`](crate::tools::registry::refuse_shared_sendable_names)):
-    /// when the session is built, and whenever a source's tools change (an MCP server
-    /// that lists a tool anew), so that a call never runs a tool the model did not mean.
+    /// ([`checked_definitions`](crate::ToolRegistry::checked_definitions)): when the
+    /// session is built, and whenever a source's tools change (an MCP server that lists a
+    /// tool anew). Two tools offered alike are refused by
+    /// [`native_definitions`](Self::native_definitions) only.
     fn of(tools: &crate::ToolRegistry) -> Result<Self> {
         // The revision first: a change while the list is read is seen by the next look.
         let revision = tools.revision();
         let definitions = tools.checked_definitions()?;
-        crate::tools::registry::refuse_shared_sendable_names(&definitions)?;
         Ok(Self {
             revision,
             react_prompt: crate::react_text::render_react_prompt(&definitions),
+            sendable_clash: crate::tools::registry::shared_sendable_name(&definitions),
             definitions,
         })
+    }
+
+    /// The definitions a request offers as native tools. Fails naming both when two
+    /// tools would be offered under one name, so that a call never runs a tool the model
+    /// did not mean; the text ReAct mode, whose calls name tools as they are, never asks.
+    fn native_definitions(&self) -> Result<&[ToolDefinition]> {
+        match &self.sendable_clash {
+            Some(clash) => Err(fusion_core::Error::Config(clash.clone())),
+            None => Ok(&self.definitions),
+        }
     }
 }
 

@@ -190,8 +190,12 @@ impl AgentSession {
         events: &Emitter,
     ) -> Result<TaskResult> {
         debug!(content = %message, "user message");
-        // Before anything is stored: a tool whose definition panics fails the turn whole.
-        self.shared.tool_view()?;
+        // Before anything is stored: a tool whose definition panics, or two offered as
+        // native tools under one name, fail the turn whole.
+        let tools = self.shared.tool_view()?;
+        if !self.uses_text_react() {
+            tools.native_definitions()?;
+        }
         self.open(message).await?;
         // After the opening, so that a failed or interrupted summary never loses the
         // user's message.
@@ -295,11 +299,12 @@ impl AgentSession {
         let asked = {
             let request = ChatRequest {
                 messages: self.request_view(),
-                // In text mode the tools are described in the system prompt instead.
+                // In text mode the tools are described in the system prompt instead, by
+                // their names as they are: two offered alike natively do not matter there.
                 tools: if text_mode {
                     Vec::new()
                 } else {
-                    tools.definitions.clone()
+                    tools.native_definitions()?.to_vec()
                 },
                 options: self.shared.sampling.clone(),
                 cache: Some(&self.request_cache),

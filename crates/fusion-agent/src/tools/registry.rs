@@ -80,9 +80,10 @@ impl ToolRegistry {
     /// ([`SessionBuilder::build`](crate::SessionBuilder::build)); one that appears later,
     /// when a source's tools change, keeps the earlier tool. Two distinct names offered in
     /// one form (a name servers refuse is offered as a readable part and a hash, and
-    /// another tool may have that form as its name) are refused when the session is built
-    /// and, once a source's tools change so, by every turn until they no longer do: a call
-    /// would run the wrong tool.
+    /// another tool may have that form as its name) are refused, where they are offered as
+    /// native tools, when the session is built and, once a source's tools change so, by
+    /// every turn until they no longer do: a call would run the wrong tool. The text ReAct
+    /// mode names tools as they are, so it takes them.
     pub fn register_source(&mut self, source: Arc<dyn ToolSource>) -> &mut Self {
         self.sources.push(source);
         self
@@ -231,30 +232,30 @@ impl ToolRegistry {
     }
 }
 
-/// Fails with [`Error::Config`] naming both tools when two of `tools` (what a request
-/// offers) have distinct names that are offered alike: a name servers refuse (outside
+/// What to say, naming both tools, when two of `tools` (what a request offers) have
+/// distinct names that are offered alike as native tools: a name servers refuse (outside
 /// `[a-zA-Z0-9_-]`, past 64 characters) is offered as a readable part of it and a hash
 /// (`functions.read_file` as `functions_read_file_<16 hex digits>`), and a tool named
-/// that form outright would take every call of the other.
-pub(crate) fn refuse_shared_sendable_names(tools: &[ToolDefinition]) -> Result<()> {
+/// that form outright would take every call of the other. `None` when no two clash. The
+/// text ReAct mode, which names tools as they are, has no such clash.
+pub(crate) fn shared_sendable_name(tools: &[ToolDefinition]) -> Option<String> {
     let sent: Vec<_> = tools
         .iter()
         .map(|tool| crate::openai::sendable::sendable_call_name(&tool.name))
         .collect();
-    for (at, name) in sent.iter().enumerate() {
-        let Some(other) = (0..at).find(|&before| sent[before] == *name) else {
-            continue;
-        };
-        return Err(Error::Config(format!(
-            "tools `{}` and `{}` would both be offered to the model as `{name}` (a tool \
-             name outside [a-zA-Z0-9_-] or past 64 characters is offered as a readable \
-             part of it and a hash), so calls of one would run the other: rename one of \
-             them",
-            tools[other].name.escape_debug(),
-            tools[at].name.escape_debug(),
-        )));
-    }
-    Ok(())
+    let (at, other) = sent
+        .iter()
+        .enumerate()
+        .find_map(|(at, name)| Some((at, (0..at).find(|&before| sent[before] == *name)?)))?;
+    Some(format!(
+        "tools `{}` and `{}` would both be offered to the model as `{}` (a tool \
+         name outside [a-zA-Z0-9_-] or past 64 characters is offered as a readable \
+         part of it and a hash), so calls of one would run the other: rename one of \
+         them",
+        tools[other].name.escape_debug(),
+        tools[at].name.escape_debug(),
+        sent[at],
+    ))
 }
 
 /// What a request offers of `tool`.
@@ -322,11 +323,9 @@ mod tests {
         let fine = ToolRegistry::new()
             .with(Echo(dotted))
             .with(Echo("functions_read_file"));
-        refuse_shared_sendable_names(&fine.definitions()).unwrap();
+        assert_eq!(shared_sendable_name(&fine.definitions()), None);
         let clash = ToolRegistry::new().with(Echo(dotted)).with(Echo(sent));
-        let err = refuse_shared_sendable_names(&clash.definitions())
-            .unwrap_err()
-            .to_string();
+        let err = shared_sendable_name(&clash.definitions()).unwrap();
         for named in [dotted, sent, "rename one"] {
             assert!(err.contains(named), "{named}: {err}");
         }
