@@ -263,3 +263,50 @@ async fn an_id_copied_from_a_request_is_sent_apart_from_the_one_it_copied() {
     assert_ne!(sent[0], sent[2], "two calls sent under one id");
     assert!(sent.iter().all(|id| mistral_form(id)), "{sent:?}");
 }
+
+/// Found by a review: with portable ids on, a server's refusal quotes the id it was sent
+/// (9 letters and digits of a hash), which is nowhere in the stored session, so a person
+/// debugging it could not find the call. The error names the stored id beside it, for a
+/// plain and a streamed request, whether the refusal comes before the reply or amid it.
+#[tokio::test]
+async fn an_error_quoting_a_portable_id_names_the_stored_one() {
+    let unanswered = |request: &Value| {
+        format!(
+            "An assistant message with 'tool_calls' must be followed by tool messages \
+             responding to each 'tool_call_id'. The following tool_call_ids did not have \
+             response messages: {}",
+            ids(request)[0]
+        )
+    };
+    let refusing = MockLlmServer::start_with(move |request| MockReply::Raw {
+        status: 400,
+        body: json!({"error": {"message": unanswered(request)}}).to_string(),
+    })
+    .await;
+    let amid = MockLlmServer::start_with(move |request| {
+        MockReply::partial(
+            [fusion_agent::testing::MockDelta::text("Let me")],
+            fusion_agent::testing::MockStreamEnd::Error(unanswered(request)),
+        )
+    })
+    .await;
+    let messages = &history()[..2];
+    let sent = sent_ids(&client(&refusing, true, false), messages)[0].clone();
+    assert!(mistral_form(&sent), "{sent}");
+    for server in [&refusing, &amid] {
+        for stream in [false, true] {
+            for answer in ask(&client(server, true, stream), messages).await {
+                let error = answer.unwrap_err();
+                assert!(error.contains(&format!("messages: {sent}")), "{error}");
+                let named = format!("`{sent}` is stored as `{KIMI_ID}`");
+                assert!(error.contains(&named), "{error}");
+                assert_eq!(error.matches(&named).count(), 1, "named once: {error}");
+            }
+        }
+    }
+    // Sent as stored, the server quotes the stored id itself: nothing is added.
+    for answer in ask(&client(&refusing, false, false), messages).await {
+        let error = answer.unwrap_err();
+        assert!(!error.contains("is stored as"), "{error}");
+    }
+}

@@ -346,7 +346,11 @@ impl LlmClient for OpenAiClient {
             .send_with_retries(body)
             .instrument(span)
             .await
-            .map_err(|error| refusals::explain_refused_call_ids(error, request, self.call_ids()))?;
+            .map_err(|error| {
+                let ids = self.call_ids();
+                let error = refusals::explain_refused_call_ids(error, request, ids);
+                refusals::name_stored_call_ids(error, request, ids)
+            })?;
         sendable::restore_tool_names(&mut response.message, &request.tools);
         Ok(response)
     }

@@ -7,7 +7,9 @@
 use fusion_core::Error;
 use reqwest::StatusCode;
 
-use super::sendable::{CallIds, allowed, has_portable_form, taken_but_by_mistral};
+use super::sendable::{
+    CallIds, allowed, has_portable_form, sendable_call_id, taken_but_by_mistral,
+};
 use crate::llm::ChatRequest;
 
 /// Whether a failed streaming request was refused because of streaming itself (a 400 or
@@ -173,6 +175,61 @@ pub(super) fn explain_refused_call_ids(
             )
         }
         _ => message,
+    };
+    Error::Llm {
+        message,
+        status,
+        retryable,
+        source,
+    }
+}
+
+/// `error` with the stored id of each portable call id it quotes added, when call ids
+/// are sent portable (`ids`): a server quotes the id it was sent (`Ab3dE9xYz`, a hash),
+/// which is nowhere in the stored session, and a person looking for the call finds it by
+/// the id storage keeps (`call_abc`, `functions.read_file:0`). The server's text is kept
+/// as it is; the stored ids follow it.
+pub(super) fn name_stored_call_ids(error: Error, request: &ChatRequest<'_>, ids: CallIds) -> Error {
+    let Error::Llm {
+        message,
+        status,
+        retryable,
+        source,
+    } = error
+    else {
+        return error;
+    };
+    if ids != CallIds::Portable {
+        return Error::Llm {
+            message,
+            status,
+            retryable,
+            source,
+        };
+    }
+    let mut named: Vec<(String, &str)> = Vec::new();
+    let stored = request.messages.iter().flat_map(|m| {
+        let ids = m.tool_calls.iter().map(|call| call.id.as_str());
+        ids.chain(m.tool_call_id.as_deref())
+    });
+    for id in stored {
+        let sent = sendable_call_id(id);
+        if !named.iter().any(|(_, known)| *known == id) && quotes_id(&message, &sent) {
+            named.push((sent, id));
+        }
+    }
+    let message = if named.is_empty() {
+        message
+    } else {
+        let pairs: Vec<String> = named
+            .iter()
+            .map(|(sent, id)| format!("`{sent}` is stored as `{}`", id.escape_debug()))
+            .collect();
+        format!(
+            "{message} (tool-call ids are sent in a portable form, \
+             OpenAiConfig::portable_call_ids: {})",
+            pairs.join(", ")
+        )
     };
     Error::Llm {
         message,

@@ -62,21 +62,23 @@ impl OpenAiClient {
                 .boxed();
         }
         let span = self.call_span(request, true);
+        let ids = self.call_ids();
         stream::once(self.open_stream(request, span.clone()).instrument(span))
             .flat_map(move |opened| match opened {
                 Ok(Opened::Live(live)) => live.into_stream(),
                 Ok(Opened::Whole(response)) => replay(response),
                 Err(error) => {
-                    let ids = self.call_ids();
                     let error = refusals::explain_refused_call_ids(error, request, ids);
                     stream::iter([Err(error)]).boxed()
                 }
             })
-            .map(|item| {
-                item.map(|mut delta| {
+            .map(move |item| match item {
+                Ok(mut delta) => {
                     sendable::restore_delta_names(&mut delta, &request.tools);
-                    delta
-                })
+                    Ok(delta)
+                }
+                // Before or amid the reply: an id the server quotes is named as stored.
+                Err(error) => Err(refusals::name_stored_call_ids(error, request, ids)),
             })
             .boxed()
     }
