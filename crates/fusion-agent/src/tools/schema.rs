@@ -115,9 +115,7 @@ fn check_property(name: &str, declared: &Value, value: &mut Value, problems: &mu
 /// "must be one of 1, 2".
 fn same_json(a: &Value, b: &Value) -> bool {
     match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() || y.is_f64() => {
-            x.as_f64() == y.as_f64()
-        }
+        (Value::Number(x), Value::Number(y)) => same_number(x, y),
         (Value::Array(xs), Value::Array(ys)) => {
             xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| same_json(x, y))
         }
@@ -129,6 +127,32 @@ fn same_json(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Whether `x` and `y` are one number, compared exactly: an integer past 2^53 has no
+/// `f64` of its own (`9007199254740993` and `9007199254740992` are one `f64`), so an
+/// integer and a float are one number only when the float is integral and is that very
+/// integer; two integers, or two floats, compare as they are.
+fn same_number(x: &Number, y: &Number) -> bool {
+    let integer = |n: &Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (integer(x), integer(y)) {
+        (Some(i), Some(j)) => i == j,
+        (Some(i), None) => y.as_f64().is_some_and(|f| float_is(f, i)),
+        (None, Some(j)) => x.as_f64().is_some_and(|f| float_is(f, j)),
+        (None, None) => x.as_f64() == y.as_f64(),
+    }
+}
+
+/// Whether the float `f` is exactly the integer `i` (of `i64` or `u64`).
+fn float_is(f: f64, i: i128) -> bool {
+    // Every `i64` and `u64` lies within ±2^64, where `as` is exact for an integral float;
+    // past it `as` would saturate, and no such float is one of them anyway.
+    const BOUND: f64 = 18_446_744_073_709_551_616.0; // 2^64
+    f.fract() == 0.0 && f.abs() <= BOUND && f as i128 == i
 }
 
 /// Writes `value`, which has a type `ty` names, as an integer when it is an integral float
@@ -295,6 +319,54 @@ mod tests {
             let err = check_arguments(&schema, &args).unwrap_err();
             assert!(err.contains("must be"), "{args}: {err}");
         }
+    }
+
+    /// Found by a review: `enum` compared an integer and a float by their `f64`s, and
+    /// an integer past 2^53 has none of its own, so `9007199254740993` was taken for
+    /// `"enum": [9007199254740992.0]` and `9007199254740992.0` for `"enum":
+    /// [9007199254740993]` (both neither `"integer"` nor fitted). They compare exactly now.
+    #[test]
+    fn enum_values_past_two_to_the_53_compare_exactly() {
+        let two_53 = 9_007_199_254_740_992u64;
+        let schema = json!({"type": "object", "properties": {
+            "float": {"enum": [two_53 as f64]},
+            "int": {"enum": [two_53 + 1]},
+            "number": {"type": "number", "enum": [two_53 + 1, -(two_53 as i64) - 1]},
+            "huge": {"enum": [u64::MAX]}
+        }});
+        for args in [
+            json!({"float": two_53 + 1}),
+            json!({"int": two_53 as f64}),
+            json!({"number": two_53 as f64}),
+            json!({"number": -(two_53 as f64)}),
+            json!({"huge": u64::MAX as f64}),
+            json!({"int": two_53}),
+        ] {
+            let err = check_arguments(&schema, &args).unwrap_err();
+            assert!(err.contains("must be one of"), "{args}: {err}");
+        }
+        for args in [
+            json!({"float": two_53}),
+            json!({"float": two_53 as f64}),
+            json!({"int": two_53 + 1}),
+            json!({"number": two_53 + 1}),
+            json!({"number": -(two_53 as i64) - 1}),
+            json!({"huge": u64::MAX}),
+        ] {
+            assert_eq!(check_arguments(&schema, &args), Ok(()), "{args}");
+        }
+        assert!(same_number(
+            &Number::from(-3),
+            &Number::from_f64(-3.0).unwrap()
+        ));
+        assert!(!same_number(
+            &Number::from(-3),
+            &Number::from_f64(-3.5).unwrap()
+        ));
+        assert!(!same_number(
+            &Number::from(0),
+            &Number::from_f64(1e300).unwrap()
+        ));
     }
 
     /// Each integral float an `"integer"` type takes is written as that integer; numbers
