@@ -176,10 +176,11 @@ pub(super) fn reports_error(error: &Value) -> bool {
     }
 }
 
-/// The call's id, or a fresh one: some local servers omit ids, and the tool result must
-/// still name its call.
+/// The call's id, or a fresh one: some local servers omit ids (or send blanks, which name
+/// no call either: servers refuse a result whose id is blank, and so does importing an
+/// export), and the tool result must still name its call.
 pub(super) fn call_id(id: Option<String>) -> String {
-    id.filter(|id| !id.is_empty())
+    id.filter(|id| !id.trim().is_empty())
         .unwrap_or_else(|| format!("call_{:016x}", rand::random::<u64>()))
 }
 
@@ -368,6 +369,24 @@ mod tests {
         assert_eq!(reply.message.tool_calls[0].arguments, r#"{"x":1}"#);
         assert!(reply.message.tool_calls[0].id.starts_with("call_"));
         assert_eq!(reply.usage.unwrap().total_tokens, 7);
+    }
+
+    /// Found by a hunt: an id of blanks only (`" "`) was kept, so the call and its result
+    /// were stored under an id that names no call (what `fusion sessions import` refuses).
+    #[test]
+    fn a_blank_call_id_is_replaced_by_a_fresh_one() {
+        for blank in ["", " ", "\t\n"] {
+            let body = json!({"choices": [{"message": {"role": "assistant", "content": "",
+                "tool_calls": [{"id": blank, "function": {"name": "t", "arguments": "{}"}}]}}]});
+            let reply = decode_response(body.to_string().as_bytes()).unwrap();
+            let id = &reply.message.tool_calls[0].id;
+            assert!(id.starts_with("call_") && id.len() > 5, "{blank:?}: {id:?}");
+        }
+        assert_eq!(
+            call_id(Some(" c1 ".into())),
+            " c1 ",
+            "not blank: kept as it is"
+        );
     }
 
     #[test]

@@ -183,7 +183,7 @@ pub(super) fn announce(events: &Emitter, iteration: usize, call: &ToolCall) {
     });
 }
 
-/// Gives every call a non-empty id that no other call of the reply, of the `history`
+/// Gives every call an id not blank that no other call of the reply, of the `history`
 /// before it, or of the messages storage holds beyond that history (`unread`) has:
 /// results are matched to calls by id, and some servers leave ids out,
 /// repeat them within a reply, or number each reply's calls afresh (`call_0` in every
@@ -208,7 +208,7 @@ pub(super) fn ensure_call_ids(
                 .any(|message| message.tool_calls.iter().any(|call| call.id == id))
     };
     replace_call_ids(calls, iteration, |before, id| {
-        id.is_empty() || before.iter().any(|b| b.id == id) || called_before(id)
+        id.trim().is_empty() || before.iter().any(|b| b.id == id) || called_before(id)
     });
 }
 
@@ -247,11 +247,13 @@ mod tests {
             ToolCall::new("", "a", "{}"),
             ToolCall::new("x", "a", "{}"),
             ToolCall::new("x", "a", "{}"),
+            // Found by a hunt: blanks name no call (servers and import refuse them).
+            ToolCall::new(" \t", "a", "{}"),
         ];
         let again = calls.clone();
         ensure_call_ids(&mut calls, 2, &[], &Unread::default());
         assert_eq!(calls[1].id, "x");
-        for (i, call) in [(0, &calls[0]), (2, &calls[2])] {
+        for (i, call) in [(0, &calls[0]), (2, &calls[2]), (3, &calls[3])] {
             let prefix = format!("call_fusion_2_{i}_");
             assert!(call.id.starts_with(&prefix), "{}", call.id);
         }
