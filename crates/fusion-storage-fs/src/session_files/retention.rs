@@ -6,6 +6,7 @@ use fusion_core::{Result, StoredExpiry};
 
 use super::{Current, SessionFiles, exists, modified_us, now_micros};
 use crate::counters::{Counters, LockContents};
+use crate::error::IoContext;
 use crate::index::{Recorded, marker_instant};
 use crate::lock::SessionLock;
 use crate::meta_file;
@@ -56,20 +57,50 @@ impl SessionFiles {
         {
             return Ok(false);
         }
-        let metadata = || {
-            #[cfg(test)]
-            STATS.with(|stats| stats.set(stats.get() + 1));
-            std::fs::metadata(&self.data).ok()
-        };
         let expiry = match contents.counters {
             Some(_) => {
-                let metadata = metadata();
-                let len = metadata.as_ref().map_or(0, std::fs::Metadata::len);
-                self.expiry_of(&contents, len, || metadata.as_ref().map_or(0, modified_us))
+                let Some(metadata) = self.stat_data()? else {
+                    return Ok(false);
+                };
+                self.expiry_of(&contents, metadata.len(), || modified_us(&metadata))
             }
-            None => self.expiry_of(&contents, 0, || metadata().map_or(0, |m| modified_us(&m))),
+            None => {
+                // Looked at only if the metadata file has an expiry.
+                let mut stat = None;
+                let expiry = self.expiry_of(&contents, 0, || {
+                    let found = self.stat_data();
+                    let modified = match &found {
+                        Ok(Some(metadata)) => modified_us(metadata),
+                        _ => 0,
+                    };
+                    stat = Some(found);
+                    modified
+                });
+                if let Some(None) = stat.transpose()? {
+                    return Ok(false);
+                }
+                expiry
+            }
         };
         Ok(expiry.is_expired_at(now))
+    }
+
+    /// The session file's metadata for [`has_expired`](Self::has_expired), read after
+    /// its lock: `None` when the file is gone (a delete between the check that it exists
+    /// and the lock, or a hand removal), so the session does not exist; any other failure
+    /// is the call's error. (Taken for a file of length 0 modified in 1970, a failure made
+    /// an idle session look expired, and a listing leave out a session that was there.)
+    fn stat_data(&self) -> Result<Option<std::fs::Metadata>> {
+        #[cfg(test)]
+        {
+            STATS.with(|stats| stats.set(stats.get() + 1));
+            BEFORE_STAT.with(|hook| hook.take().map(|hook| hook(&self.data)));
+        }
+        match std::fs::metadata(&self.data) {
+            Ok(metadata) => Ok(Some(metadata)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err).at(&self.data),
+        }
     }
 
     /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
@@ -198,6 +229,11 @@ impl SessionFiles {
 #[cfg(test)]
 thread_local! {
     static STATS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Run on the session file's path just before [`SessionFiles::stat_data`] reads it:
+    /// what a test does in the window between the lock and the `stat`.
+    #[allow(clippy::type_complexity)]
+    static BEFORE_STAT: std::cell::Cell<Option<Box<dyn FnOnce(&std::path::Path)>>> =
+        const { std::cell::Cell::new(None) };
 }
 
 #[cfg(test)]
@@ -227,6 +263,45 @@ mod tests {
         };
         files.create(creation, &batch("a")).unwrap();
         files
+    }
+
+    /// `has_expired` of a session whose counters say its idle expiry has passed, so that
+    /// the check reads the session file's time, with counters kept or lost: a file gone
+    /// between the lock and the `stat` (a delete in the window after the check that it
+    /// exists) is a session that does not exist, not expired; any other failure of the
+    /// `stat` (a file replaced by a symbolic link to itself) is the call's error. Both used
+    /// to read as a file of length 0 modified in 1970: expired, so a listing left out a
+    /// session it could not look at.
+    #[test]
+    fn an_expiry_check_whose_stat_fails_reports_it_and_a_file_gone_has_not_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = idle_session(dir.path());
+        let mut stored = counters::parse(&fs::read(&files.lock).unwrap());
+        let counters = stored.counters.as_mut().unwrap();
+        counters.updated_us -= 3_600_000_000;
+        counters.expiry.expires_at = Some(counters.updated_us + 1_800_000_000);
+        let expired_counters = counters::format(stored.generation.unwrap(), counters);
+        // The same session with its counters lost: the metadata file's expiry counts from
+        // the file's time.
+        let lost = counters::format_generation(stored.generation.unwrap()).into_bytes();
+        let data = files.data.clone();
+        let original = fs::read(&data).unwrap();
+        let looped = |path: &std::path::Path| {
+            fs::remove_file(path).unwrap();
+            std::os::unix::fs::symlink(path, path).unwrap();
+        };
+        for lock_file in [expired_counters, lost] {
+            fs::write(&files.lock, &lock_file).unwrap();
+            BEFORE_STAT.with(|hook| hook.set(Some(Box::new(looped))));
+            let err = files.has_expired().unwrap_err();
+            assert!(matches!(err, fusion_core::Error::Io { .. }), "{err:?}");
+            fs::remove_file(&data).unwrap();
+            fs::write(&data, &original).unwrap();
+            let gone = |path: &std::path::Path| fs::remove_file(path).unwrap();
+            BEFORE_STAT.with(|hook| hook.set(Some(Box::new(gone))));
+            assert!(!files.has_expired().unwrap());
+            fs::write(&data, &original).unwrap();
+        }
     }
 
     /// A purge that moves the marker of a session whose counters describe an earlier
