@@ -138,9 +138,20 @@ fn redact_userinfo(url: &str) -> (String, &str) {
 /// (`postgres://u:p@h/db?user=a@b`), one past it may end a password holding a `?` or `#`
 /// (`redis://:a@b#c@h/0?db=1&user=d@e`: `h` is the host, not `b`). Without either, the host of
 /// such a URL is hidden too (`postgres://h/db?user=a@b` shows as `postgres://***@b`),
-/// since the `?` may be part of a password.
+/// since the `?` may be part of a password. None are passed over when what follows the
+/// last `@` holds a `/` or a `?` (a host and its path, `@h/0`, which a user's name does not
+/// hold): a password holding `?user=a@` (`redis://:s3@x?user=a@h/0`) is hidden whole.
 fn credentials_end(url: &str, scheme_end: usize, head_end: usize) -> Option<usize> {
     let last = scheme_end + url[scheme_end..].rfind('@')?;
+    // What follows the last `@` up to the next piece: a host with a path or a query
+    // (`@h/0`, `@h?db=1`) ends a password holding `?user=a@` (`redis://:s3@x?user=a@h/0`),
+    // whose part before the `?` was shown as a host; a shown value (`user=a@b`) ends in
+    // neither, and reading it so hides only more of that value.
+    let after_last = &url[last + 1..];
+    let piece_end = after_last.find(['&', '#']).unwrap_or(after_last.len());
+    if last >= head_end && after_last[..piece_end].contains(['/', '?']) {
+        return Some(last);
+    }
     let mut at = last;
     while at >= head_end && shown_key_value(query_piece_before(url, head_end, at)) {
         match url[scheme_end..at].rfind('@') {
@@ -461,6 +472,27 @@ mod tests {
                 "postgres://u:p@h/db?user=a@b",
                 "postgres://u:***@h/db?user=a@b",
             ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_password_holding_a_shown_key_and_an_at_is_hidden_whole() {
+        // The `@` of `?user=a@` was passed over as a shown value's, so the credentials
+        // ended at the `@` before it and the password's part between showed as a host
+        // (`redis://:***@s3?user=a@h/0`).
+        let cases = [
+            ("redis://:Xy@s3?user=a@h/0", "redis://:***@h/0"),
+            (
+                "redis://u:Xy@s3?user=a@h:6379/0?db=1",
+                "redis://u:***@h:6379/0?db=1",
+            ),
+            ("postgres://u:p@s3?user=a@db/app", "postgres://u:***@db/app"),
+            ("redis://:Xy@s3#user=a@h/0", "redis://:***@h/0"),
+            ("redis://:Xy@s3?db=1&user=a@h?db=2", "redis://:***@h?db=2"),
         ];
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
