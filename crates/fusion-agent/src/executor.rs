@@ -286,6 +286,15 @@ impl ToolExecutor {
                 }
             }
         };
+        // Some servers (and proxies) encode the arguments twice: a JSON string holding the
+        // JSON object. The model does not choose that, so the object is what it meant,
+        // when the schema would refuse the string.
+        if let Value::String(text) = &args
+            && let Ok(inner @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+            && check_and_fit_arguments(&schema, &mut args.clone()).is_err()
+        {
+            args = inner;
+        }
         check_and_fit_arguments(&schema, &mut args).map_err(|problems| {
             format!(
                 "Error: invalid arguments for `{name}`: {problems}. Call the tool again with \

@@ -456,6 +456,42 @@ async fn a_call_whose_arguments_are_null_runs_with_none() {
     assert_eq!(step.arguments, "null");
 }
 
+/// Found by a hunt: a server that encodes a call's arguments twice (a JSON string holding
+/// the object, `"{\"path\": \"a.txt\"}"` as text) had every call refused as "expected a
+/// JSON object but got a string", which the model cannot fix: it does not choose how the
+/// server writes its calls. The object inside is run, as the model meant it.
+#[tokio::test]
+async fn a_call_whose_arguments_are_encoded_twice_runs_with_the_object_inside() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "inside a").unwrap();
+    let mut session = h.session().await;
+    let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
+    h.server
+        .push_tool_call("read_file", twice.clone())
+        .push_tool_call("read_file", r#""a.txt""#)
+        .push_text("It says inside a.");
+    let result = session.send_message("Read a.txt").await.unwrap();
+    assert_eq!(result.steps.len(), 2);
+    let step = &result.steps[0];
+    assert!(step.success, "{}", step.observation);
+    assert!(
+        step.observation.contains("inside a"),
+        "{}",
+        step.observation
+    );
+    assert_eq!(step.arguments, twice, "stored as the server sent them");
+    // A string that holds no object is still refused, naming what was wrong.
+    let refused = &result.steps[1];
+    assert!(!refused.success);
+    assert!(
+        refused
+            .observation
+            .contains("expected a JSON object but got a string"),
+        "{}",
+        refused.observation
+    );
+}
+
 /// A tool written without `async_trait` whose `call` panics before it makes its future
 /// (an argument unwrapped up front, say).
 struct PanicsAtOnce;
