@@ -339,12 +339,19 @@ pub fn message_place(text: &str, index: usize) -> Option<MessagePlace> {
 fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
     let array = text.trim_start().starts_with('[')
         && serde_json::from_str::<Vec<serde::de::IgnoredAny>>(text).is_ok();
-    ImportError::Document(match array {
-        true => serde::de::Error::custom(
+    // A `markdown` export (its heading as `markdown::write` makes it) is for people, and
+    // serde's "expected value at line 1 column 1" said nothing of that.
+    let markdown = text.trim_start().starts_with("# Session `");
+    ImportError::Document(match (array, markdown) {
+        (true, _) => serde::de::Error::custom(
             "the export is a JSON array; put the messages in a json export's \"messages\", \
              or write one message per line (jsonl)",
         ),
-        false => err,
+        (_, true) => serde::de::Error::custom(
+            "the export is a markdown transcript, which is for reading and is not read back; \
+             import a json or jsonl export of the session",
+        ),
+        _ => err,
     })
 }
 

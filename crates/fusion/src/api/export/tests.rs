@@ -225,6 +225,22 @@ fn what_is_wrong_is_said_of_the_export_not_of_a_file() {
     );
 }
 
+/// A `markdown` export is refused as one: serde's "expected value at line 1 column 1"
+/// said nothing of why a transcript fusion wrote cannot be imported.
+#[test]
+fn a_markdown_export_is_refused_as_one() {
+    let text = write(ExportFormat::Markdown, "s", &meta(), &sample()).unwrap();
+    let err = chain(&read(&text).unwrap_err());
+    assert!(
+        err.contains(
+            "the export is a markdown transcript, which is for reading and is not read back"
+        ) && !err.contains("expected value"),
+        "{err}"
+    );
+    let other = chain(&read("# Notes\n").unwrap_err());
+    assert!(!other.contains("markdown"), "{other}");
+}
+
 #[test]
 fn jsonl_has_one_message_per_line() {
     let text = write(ExportFormat::Jsonl, "s", &meta(), &sample()).unwrap();
