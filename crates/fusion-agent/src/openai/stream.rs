@@ -364,7 +364,9 @@ impl Assembler {
             Some(f) => (f.name.filter(|n| !n.is_empty()), f.arguments),
             None => (None, None),
         };
-        let id = piece.id.filter(|id| !id.is_empty());
+        // A blank id names no call, as a missing one does (`wire::call_id` gives the call a
+        // fresh one): matched as given, every piece bringing it would be another call.
+        let id = piece.id.filter(|id| !id.trim().is_empty());
         let fragment = arguments.and_then(wire::arguments_text);
         let (index, name) = match piece.index {
             Some(index) => (self.slot_of(index, id.as_deref(), name.is_some()), name),
@@ -864,6 +866,28 @@ mod tests {
                 r#"{"path":"a.txt"}"#
             )]
         );
+    }
+
+    /// Found by a review of fc58f90: a blank id (`" "`) on every piece of one call gave
+    /// the call a fresh id, and each later piece with the name, its id not that fresh
+    /// one, started another call. A blank id is no id, as an empty one is.
+    #[tokio::test]
+    async fn a_blank_id_on_every_piece_of_one_call_is_one_call() {
+        let piece = |arguments: &str| {
+            delta(serde_json::json!({"tool_calls": [{"index": 0, "id": " ",
+                "function": {"name": "read_file", "arguments": arguments}}]}))
+        };
+        let text = sse(&[
+            piece("{\"path\":"),
+            piece("\"a.txt\"}"),
+            finish("tool_calls"),
+        ]);
+        let (deltas, failure) = read_text(&text).await;
+        assert_eq!(failure, None);
+        let calls = &done(&deltas).message.tool_calls;
+        assert_eq!(calls.len(), 1, "{calls:?}");
+        assert_eq!(calls[0].arguments, r#"{"path":"a.txt"}"#);
+        assert!(calls[0].id.starts_with("call_"), "{:?}", calls[0].id);
     }
 
     /// Found by a review: a server that omits `index` and repeats a call's id on each of
