@@ -306,6 +306,13 @@ fn cluster_nodes(url: &str, redacted: &str) -> Result<Vec<String>> {
     let (rest, fragment) = rest.split_once('#').map_or((rest, ""), |(r, f)| (r, f));
     let (rest, query) = rest.split_once('?').map_or((rest, ""), |(r, q)| (r, q));
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    // An `@` after the first `/` ends credentials that hold a `/` written as it is
+    // (`:pa/ss@h1`): not a database number to drop, as the check below would say.
+    if path.contains('@') {
+        return Err(bad(
+            "the user name or password holds a `/`; percent-encode it as %2F",
+        ));
+    }
     if !matches!(path, "" | "0") {
         return Err(bad(
             "a Redis Cluster has only database 0; drop the database number",
@@ -514,6 +521,23 @@ mod tests {
             assert!(matches!(err, Error::Config(_)), "{url}: {err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+    }
+
+    /// Found by a review: a password holding a `/` written as it is was refused with "a
+    /// Redis Cluster has only database 0; drop the database number", the rest of the
+    /// password read as the path. The error says what to do about the `/`.
+    #[test]
+    fn a_password_with_a_slash_is_refused_naming_the_slash() {
+        let url = "redis+cluster://:hun/ter2@h1:7000,h2:7001";
+        let shown = cluster_nodes(url, &redact_url(url))
+            .unwrap_err()
+            .to_string();
+        assert!(shown.contains("percent-encode it as %2F"), "{shown}");
+        assert!(!shown.contains("database"), "{shown}");
+        assert!(!shown.contains("hun") && !shown.contains("ter2"), "{shown}");
+        let encoded = "redis+cluster://:hun%2Fter2@h1:7000";
+        let nodes = cluster_nodes(encoded, &redact_url(encoded)).unwrap();
+        assert_eq!(nodes, ["redis://:hun%2Fter2@h1:7000"]);
     }
 
     #[cfg(feature = "tls")]
