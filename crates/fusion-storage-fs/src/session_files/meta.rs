@@ -75,14 +75,15 @@ fn changed_us(_metadata: &Metadata) -> i64 {
 /// file for an earlier session's), and it would lose its owner, title and tags at its
 /// next write. A copy's `copied` is the one that file records too: without it, a listing
 /// would take the lines of an earlier session of its id for its own (moving it there),
-/// and its next write could be stamped below them and the session left out.
+/// and its next write could be stamped below them and the session left out. A metadata
+/// file `recorded` cannot read (an I/O error; a damaged one reads as none) fails the call.
 pub(super) fn derive_counters(
     contents: &LockContents,
     len: u64,
     modified_us: i64,
     files: impl FnOnce() -> Result<(Metadata, Option<SystemTime>)>,
     count_lines: impl FnOnce() -> Result<u64>,
-    recorded: impl FnOnce() -> Option<StoredMeta>,
+    recorded: impl FnOnce() -> Result<Option<StoredMeta>>,
 ) -> Result<Counters> {
     if let Some(counters) = contents.counters.filter(|c| c.len == len) {
         return Ok(counters);
@@ -102,7 +103,7 @@ pub(super) fn derive_counters(
     let (metadata, lock_created) = files()?;
     let modified = metadata.modified().ok();
     let updated_us = modified.map_or(0, unix_micros);
-    let recorded = recorded();
+    let recorded = recorded()?;
     let created_us = match &recorded {
         Some(stored) => stored.created_us,
         None => [lock_created, metadata.created().ok(), modified]

@@ -109,7 +109,7 @@ impl SessionFiles {
             return Ok(Found::Longer);
         }
         let contents = lock.contents(&self.lock)?;
-        let expiry = self.expiry_of(&contents, metadata.len(), || modified_us(&metadata));
+        let expiry = self.expiry_of(&contents, metadata.len(), || modified_us(&metadata))?;
         if expiry.is_expired_at(now_micros()) {
             return Ok(Found::Nothing);
         }

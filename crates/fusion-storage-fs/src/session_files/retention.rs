@@ -2,7 +2,7 @@
 //! an expired session before a write (which then finds it absent), and the purge of the
 //! session an expiry marker names.
 
-use fusion_core::{Result, StoredExpiry};
+use fusion_core::{Error, Result, StoredExpiry};
 
 use super::{Current, SessionFiles, exists, modified_us, now_micros};
 use crate::counters::{Counters, LockContents};
@@ -19,21 +19,22 @@ impl SessionFiles {
     /// session's last write may have been (`super::written_by`); `modified_us` gives the
     /// file's modification time, read only in those two cases. A damaged metadata file
     /// counts as no expiry here: its session is reported corrupt where the metadata is
-    /// read.
+    /// read. Any other failure to read it is the call's error (see
+    /// [`recorded_meta`](Self::recorded_meta)).
     pub(super) fn expiry_of(
         &self,
         contents: &LockContents,
         len: u64,
         modified_us: impl FnOnce() -> i64,
-    ) -> StoredExpiry {
-        match contents.counters {
+    ) -> Result<StoredExpiry> {
+        Ok(match contents.counters {
             Some(counters) if counters.len == len => counters.expiry,
             Some(counters) => super::meta::stale_expiry(&counters, modified_us()),
-            None => match self.meta_expiry() {
+            None => match self.meta_expiry()? {
                 Some(expiry) => StoredExpiry::of(Some(&expiry), super::written_by(modified_us())),
                 None => StoredExpiry::NEVER,
             },
-        }
+        })
     }
 
     /// Whether the session has expired, read under its shared lock: its lock file (and its
@@ -62,7 +63,7 @@ impl SessionFiles {
                 let Some(metadata) = self.stat_data()? else {
                     return Ok(false);
                 };
-                self.expiry_of(&contents, metadata.len(), || modified_us(&metadata))
+                self.expiry_of(&contents, metadata.len(), || modified_us(&metadata))?
             }
             None => {
                 // Looked at only if the metadata file has an expiry.
@@ -75,7 +76,7 @@ impl SessionFiles {
                     };
                     stat = Some(found);
                     modified
-                });
+                })?;
                 if let Some(None) = stat.transpose()? {
                     return Ok(false);
                 }
@@ -104,14 +105,21 @@ impl SessionFiles {
     }
 
     /// The expiry the metadata file records, if any (see [`Self::expiry_of`]).
-    pub(super) fn meta_expiry(&self) -> Option<fusion_core::Expiry> {
-        self.recorded_meta().and_then(|stored| stored.meta.expiry)
+    pub(super) fn meta_expiry(&self) -> Result<Option<fusion_core::Expiry>> {
+        Ok(self.recorded_meta()?.and_then(|stored| stored.meta.expiry))
     }
 
     /// What the session's metadata file records, or `None` without one; a damaged one
-    /// counts as none here too.
-    pub(super) fn recorded_meta(&self) -> Option<meta_file::StoredMeta> {
-        meta_file::read(&self.meta(), &self.id).ok().flatten()
+    /// ([`Error::Corrupt`]) counts as none here too, its session reported corrupt where
+    /// the metadata is read. Any other failure to read it (an I/O error) is the call's
+    /// error: taken for no metadata, it would make a session whose counters are lost
+    /// never expire, a write store counters that tie it to no metadata, and a delete
+    /// leave its owner's and tags' markers behind.
+    pub(super) fn recorded_meta(&self) -> Result<Option<meta_file::StoredMeta>> {
+        match meta_file::read(&self.meta(), &self.id) {
+            Err(Error::Corrupt { .. }) => Ok(None),
+            read => read,
+        }
     }
 
     /// Under the exclusive lock, before a write: removes the session if it has expired,
@@ -127,7 +135,7 @@ impl SessionFiles {
             return Ok((current, None));
         }
         let contents = lock.contents(&self.lock)?;
-        let expiry = self.expiry_of(&contents, current.len, || current.modified_us);
+        let expiry = self.expiry_of(&contents, current.len, || current.modified_us)?;
         if !expiry.is_expired_at(now_micros()) {
             current.contents = Some(contents);
             return Ok((current, None));
@@ -396,5 +404,47 @@ mod tests {
         assert_eq!(crate::lock::contents_read() - before, 1);
         let after = counters::parse(&fs::read(&files.lock).unwrap());
         assert_eq!(after.counters.unwrap().indexed, Some(current));
+    }
+
+    /// A metadata file that cannot be read (an I/O error: here a symbolic link to itself)
+    /// fails every call that needs it, those of a session whose counters are lost: an
+    /// expiry check, a read, a write. Taken for no metadata, as a damaged one is, it made
+    /// such a session never expire, and a write store counters with a creation time of
+    /// the files', tying the session to no metadata: its owner, tags and expiry lost. A
+    /// damaged metadata file still counts as none for its expiry.
+    #[test]
+    fn a_metadata_file_that_cannot_be_read_fails_what_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        let meta = SessionMeta::new().owner("o").expiry(Expiry::Idle(IDLE));
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        let stored = counters::parse(&fs::read(&files.lock).unwrap());
+        let lost = counters::format_generation(stored.generation.unwrap());
+        fs::write(&files.lock, lost).unwrap();
+        let data = fs::read(&files.data).unwrap();
+        let meta_path = files.meta();
+        let recorded = fs::read(&meta_path).unwrap();
+        fs::remove_file(&meta_path).unwrap();
+        std::os::unix::fs::symlink(&meta_path, &meta_path).unwrap();
+        let io = |what: &str, err: Option<Error>| match err {
+            Some(Error::Io { .. }) => {}
+            other => panic!("{what}: {other:?}"),
+        };
+        io("has_expired", files.has_expired().err());
+        io("read", files.read().err());
+        io("append", files.append(&batch("b")).err());
+        assert_eq!(fs::read(&files.data).unwrap(), data, "nothing appended");
+
+        fs::remove_file(&meta_path).unwrap();
+        fs::write(&meta_path, b"{").unwrap();
+        assert!(!files.has_expired().unwrap(), "damaged: no expiry");
+        fs::write(&meta_path, &recorded).unwrap();
+        let info = files.info().unwrap().unwrap();
+        assert_eq!((info.message_count, info.meta.owner), (1, Some("o".into())));
+        assert_eq!(info.meta.expiry, Some(Expiry::Idle(IDLE)));
     }
 }
