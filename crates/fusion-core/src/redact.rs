@@ -10,7 +10,8 @@
 /// A bare piece of query that is not a known key is hidden whole; a fragment's pieces
 /// (`#pw=x`) are hidden as the query's, Redis's `#insecure` shown. A `sqlite:` or
 /// `file:` URL names a file and holds no credentials: its path is shown whole, an `@` in
-/// it too.
+/// it too, up to another URL it holds (`file:/x,https://u:p@h`, two URLs in one
+/// argument), which is shown as that URL is.
 ///
 /// ```
 /// use fusion_core::redact_url;
@@ -20,6 +21,9 @@
 /// assert_eq!(redact_url("postgres://h/db?sslmode=require&pasword=p"), "postgres://h/db?sslmode=require&pasword=***");
 /// ```
 pub fn redact_url(url: &str) -> String {
+    if let Some(start) = url_in_path(url) {
+        return redact_url(&url[..start]) + &redact_url(&url[start..]);
+    }
     let (shown_userinfo, rest) = redact_userinfo(url);
     // A fragment ends the query: `?db=1#pw=x` is the query `db=1` and the fragment
     // `pw=x`, whose pieces are hidden as the query's are: the only one a bundled driver
@@ -94,15 +98,39 @@ const SHOWN_QUERY_KEYS: &[&str] = &[
 /// failed. Their query is hidden as any is.
 const PATH_SCHEMES: &[&str] = &["sqlite:", "file:"];
 
+/// Whether `url` names a file ([`PATH_SCHEMES`]), whose path is shown whole.
+fn names_a_file(url: &str) -> bool {
+    PATH_SCHEMES.iter().any(|scheme| {
+        url.get(..scheme.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+    })
+}
+
+/// Where another URL starts in `url`, a URL naming a file whose path holds a `://` past
+/// its own scheme's (`file:/x,https://u:p@h`: two URLs in one argument, as a command line
+/// may write them): at the scheme before that `://` (letters, digits, `+`, `-`, `.`).
+/// The path is shown whole up to there only: what follows may be a URL with a password.
+fn url_in_path(url: &str) -> Option<usize> {
+    if !names_a_file(url) {
+        return None;
+    }
+    // Past the scheme's colon, so its own `://` (`file:///srv`) is not found.
+    let after_scheme = url.find(':')? + 1;
+    let at = after_scheme + url[after_scheme..].find("://")?;
+    let start = url[..at]
+        .char_indices()
+        .rev()
+        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .map_or(0, |(before, c)| before + c.len_utf8());
+    // The scheme's colon ends the run, so the URL before it is never empty.
+    Some(start.max(after_scheme))
+}
+
 /// The scheme and the userinfo of `url` with its password hidden, and the rest of `url`
 /// (from the `@` on, or after the scheme when there is no userinfo; for credentials that
 /// end past the first `?` or `#`, from the fragment on, what comes before it shown here).
 fn redact_userinfo(url: &str) -> (String, &str) {
-    let names_a_file = PATH_SCHEMES.iter().any(|scheme| {
-        url.get(..scheme.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
-    });
-    if names_a_file {
+    if names_a_file(url) {
         return (String::new(), url);
     }
     let head_end = url.find(['?', '#']).unwrap_or(url.len());
@@ -501,6 +529,39 @@ mod tests {
     }
 
     #[test]
+    fn a_url_after_a_file_url_in_one_argument_is_redacted_as_a_url() {
+        // A `file:` or `sqlite:` path was shown whole, and with it the password of a URL
+        // written after it in the same text (`file:/x,https://u:s3@h`, an MCP server's
+        // argument shown by fusion-mcp's display_command).
+        let cases = [
+            ("file:/x,https://u:s3@h", "file:/x,https://u:***@h"),
+            (
+                "sqlite://a.db,redis://:s3@h:6379/0",
+                "sqlite://a.db,redis://:***@h:6379/0",
+            ),
+            (
+                "file:///srv/a@b/https://u:s3@h/v1",
+                "file:///srv/a@b/https://u:***@h/v1",
+            ),
+            ("FILE:/x;postgres://s3@h/db", "FILE:/x;postgres://***@h/db"),
+            (
+                "sqlite:x.db?mode=ro,https://h/v1?key=s3",
+                "sqlite:x.db?mode=ro,https://h/v1?key=***",
+            ),
+            (
+                "file:/a,file:/b@c,redis://u:s3@h",
+                "file:/a,file:/b@c,redis://u:***@h",
+            ),
+            ("file:x://u:s3@h", "file:x://u:***@h"),
+            ("file:://u:s3@h", "file:://u:***@h"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+            assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
     fn a_password_holding_an_at_and_a_question_mark_is_hidden_whole() {
         // The `@` before the `?` was taken to end the credentials, so the password's part
         // between them showed as a host (`redis://:***@s3?***`).
@@ -732,6 +793,10 @@ mod tests {
             url.push_str(pick(&["", "", "#insecure"]));
             let shown = redact_url(&url);
             assert!(!shown.contains(['Q', 'Ŝ']), "{url} shown as {shown}");
+            // After a path shown whole, in one argument.
+            let after = format!("{}{url}", pick(&["file:/x,", "sqlite://a@b.db;", "file:"]));
+            let shown = redact_url(&after);
+            assert!(!shown.contains(['Q', 'Ŝ']), "{after} shown as {shown}");
         }
         let odd_parts = [
             "@", "?", "#", "/", ":", "&", "=", "[", "]", ",", "%", "é", "日本", "🦀", "://", "a",
