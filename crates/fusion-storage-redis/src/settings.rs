@@ -9,7 +9,7 @@
 //! shows.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use redis::{RedisError, RedisResult, Value};
@@ -109,9 +109,11 @@ pub(crate) fn warn_if_evicting(nodes: &[Settings], redacted: &str) {
 pub(crate) struct ValueLimit {
     /// In bytes; 0 while unknown (a server's is 1 MB at least).
     bytes: AtomicUsize,
-    /// Whether a write's connection dropped since the limit was last read
-    /// ([`read_again_later`](Self::read_again_later)).
-    stale: AtomicBool,
+    /// How many writes' connections dropped ([`read_again_later`](Self::read_again_later)).
+    drops: AtomicU64,
+    /// The most `drops` was when a read of the limit that has ended began: the drops
+    /// before it are read past.
+    read_past: AtomicU64,
 }
 
 impl ValueLimit {
@@ -119,7 +121,8 @@ impl ValueLimit {
     pub(crate) fn new(bytes: Option<usize>) -> Self {
         Self {
             bytes: AtomicUsize::new(bytes.unwrap_or(0)),
-            stale: AtomicBool::new(false),
+            drops: AtomicU64::new(0),
+            read_past: AtomicU64::new(0),
         }
     }
 
@@ -148,17 +151,22 @@ impl ValueLimit {
     /// which would hold back the failed write's error; the next write waits for that
     /// connection anyway.
     pub(crate) fn read_again_later(&self) {
-        self.stale.store(true, Ordering::Relaxed);
+        self.drops.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Before a write is checked against the limit: reads it again through `conn`, for at
     /// most `within`, if a write's connection dropped since it was read
-    /// ([`read_again_later`](Self::read_again_later)). Once per drop: when that read
-    /// fails (the nodes still out of reach) the limit is kept as it was, and later writes
-    /// do not wait for it again.
+    /// ([`read_again_later`](Self::read_again_later)) and no read begun since has ended.
+    /// A write meeting a read still under way reads too rather than pass it by: checked
+    /// against the limit as it was, it could send again the message whose drop started
+    /// that read (its own retry, on another task). Once per drop: when a read fails (the
+    /// nodes still out of reach) the limit is kept as it was, and writes after it do not
+    /// wait for it again.
     pub(crate) async fn before_a_write(&self, conn: &Connection, within: Duration) {
-        if self.stale.swap(false, Ordering::Relaxed) {
+        let drops = self.drops.load(Ordering::Acquire);
+        if self.read_past.load(Ordering::Acquire) < drops {
             let _ = tokio::time::timeout(within, self.read_again(conn)).await;
+            self.read_past.fetch_max(drops, Ordering::AcqRel);
         }
     }
 }

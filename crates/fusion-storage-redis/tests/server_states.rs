@@ -983,6 +983,109 @@ async fn a_dropped_write_fails_without_waiting_for_the_limit_to_be_read_again() 
     assert_eq!(contents(&store, "s").await, ["small"]);
 }
 
+/// Found by a review of 2f039e4: once the limit was read again only before the next
+/// write, a write meeting that read under way (started by another task's write) passed
+/// it by and was checked against the limit as it was: the retry of a message over a
+/// limit lowered since connect, on another task, was sent again (and its connection
+/// dropped again) rather than refused, what reading the limit again is for. Here the
+/// other task's read is held at a relay until the retry shows what it sends: another
+/// read of the limit (it waits for one of its own), or the message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_meeting_the_limit_read_under_way_reads_it_too() {
+    let Some(server) = Throwaway::new() else {
+        return;
+    };
+    let _running = server.start().await;
+    let upstream = format!("127.0.0.1:{}", server.port);
+    let proxy = FaultProxy::start(upstream.clone()).await;
+    let url = format!("redis://{}", proxy.addr());
+    let store = RedisStorage::connect(&url).await.unwrap();
+    store
+        .append("s", &[ChatMessage::user("small")])
+        .await
+        .unwrap();
+    let mut raw = admin(&server.url).await;
+    run(&mut raw, &["CONFIG", "SET", "proto-max-bulk-len", "1mb"])
+        .await
+        .unwrap();
+    // New connections go through the relay, which holds what follows the first read of
+    // the limit until a second read or the message comes.
+    let (relay, mut holding) = holding_relay(upstream).await;
+    proxy.redirect(relay);
+
+    let huge = [ChatMessage::user("h".repeat(2 * 1024 * 1024))];
+    let sent = tokio::time::timeout(NO_HANG, store.append("s", &huge)).await;
+    sent.expect("no hang")
+        .expect_err("the server refused the message");
+    let other = store.clone();
+    let other = tokio::spawn(async move { other.append("t", &[ChatMessage::user("other")]).await });
+    let held = tokio::time::timeout(NO_HANG, holding.recv()).await;
+    held.expect("the other write read the limit").unwrap();
+
+    let sent = tokio::time::timeout(NO_HANG, store.append("s", &huge)).await;
+    let err = sent.expect("no hang").unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidMessage { session_id, index: 0, .. } if session_id == "s"),
+        "the retry was sent rather than refused: {err:?}"
+    );
+    assert_permanent(&err, "proto-max-bulk-len", &url);
+    let other = tokio::time::timeout(NO_HANG, other).await;
+    other.expect("no hang").unwrap().unwrap();
+    assert_eq!(contents(&store, "s").await, ["small"]);
+    assert_eq!(contents(&store, "t").await, ["other"]);
+}
+
+/// A relay to a server that forwards every connection, except that once a client sends
+/// a read of `proto-max-bulk-len` it holds that and what follows, telling the test so,
+/// until a second read of it or a run of the `h`s of a huge message comes; then it
+/// forwards everything held and relays freely.
+async fn holding_relay(upstream: String) -> (String, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const LIMIT: &[u8] = b"proto-max-bulk-len";
+    let count = |held: &[u8], what: &[u8]| held.windows(what.len()).filter(|w| *w == what).count();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tell, told) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let tell = tell.clone();
+            tokio::spawn(async move {
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                });
+                let (mut held, mut holding, mut done) = (Vec::new(), false, false);
+                let mut buf = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                    let chunk = &buf[..n];
+                    if done || (!holding && count(chunk, LIMIT) == 0) {
+                        if to_server.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    if !holding {
+                        holding = true;
+                        let _ = tell.send(());
+                    }
+                    held.extend_from_slice(chunk);
+                    if count(&held, LIMIT) >= 2 || count(chunk, &[b'h'; 64]) > 0 {
+                        done = true;
+                        if to_server.write_all(&held).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, told)
+}
+
 /// The ids of the clients connected, other than `conn`'s own.
 async fn other_clients(conn: &mut MultiplexedConnection) -> Vec<String> {
     let me: i64 = redis::cmd("CLIENT")
