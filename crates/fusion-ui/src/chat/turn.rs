@@ -11,6 +11,7 @@ use fusion::agent::{
     AgentEvent, ApprovalDecision, ApprovalRequest, SessionBuilder, Step, TaskResult,
 };
 use fusion::storage::ConversationStorage;
+use fusion::{ChatMessage, Role};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -101,6 +102,10 @@ struct Inner {
     /// its "started" event reaches this turn, and the question's card already shows the
     /// call, so that event is not shown again.
     asked_calls: Vec<(String, serde_json::Value)>,
+    /// How many messages the session held when the turn opened it; `None` until then
+    /// (and for good when it could not be opened). The user's message, once stored,
+    /// comes after them.
+    opened_at: Option<usize>,
 }
 
 /// A copy of what a turn reported from some frame on.
@@ -265,6 +270,40 @@ impl Turn {
         }
     }
 
+    /// Records that the turn opened its session holding `len` messages.
+    fn opened(&self, len: usize) {
+        self.lock().opened_at = Some(len);
+    }
+
+    /// Whether the turn, ended as `outcome` after reporting `frames` frames, left the
+    /// user's message unstored, judged by `stored`, the session's messages as read since
+    /// it ended (`None` when they could not be read). A finished turn, and one that
+    /// reported anything (the model is asked only once the message is stored), stored
+    /// it; one that never opened its session did not; otherwise the message must be
+    /// among those stored after the ones the session held when opened.
+    ///
+    /// The live panel was the only place still showing the text: without this, a turn
+    /// stopped at once or failing before the store (the session cannot be opened) lost
+    /// the user's message from the page.
+    pub(crate) fn message_unsent(
+        &self,
+        outcome: &Outcome,
+        frames: usize,
+        stored: Option<&[ChatMessage]>,
+    ) -> bool {
+        if matches!(outcome, Outcome::Finished(_)) || frames > 0 {
+            return false;
+        }
+        let Some(opened_at) = self.lock().opened_at else {
+            return true;
+        };
+        let after = stored.and_then(|history| history.get(opened_at..));
+        !after
+            .unwrap_or_default()
+            .iter()
+            .any(|message| message.role == Role::User && message.content == self.message)
+    }
+
     /// Asks the turn to stop; `false` when it had already ended.
     pub(crate) fn stop(&self) -> bool {
         if self.is_over() {
@@ -348,6 +387,7 @@ async fn drive(
         Ok(session) => session,
         Err(err) => return Outcome::Failed(shown(format!("cannot open the session: {err}"))),
     };
+    turn.opened(session.message_count());
     let mut events = session.send_message_stream(&turn.message);
     loop {
         tokio::select! {

@@ -184,6 +184,8 @@ pub(crate) struct ChatEnd {
     class: &'static str,
     summary: String,
     messages: Option<String>,
+    /// The user's message, when the turn ended without storing it.
+    unsent: Option<String>,
 }
 
 impl ChatEnd {
@@ -221,7 +223,20 @@ impl ChatEnd {
             class,
             summary,
             messages,
+            unsent: None,
         }
+    }
+
+    /// The end showing `message`, the user's, again when the turn did not store it: the
+    /// live panel this end replaces was the only place still showing it, so the text
+    /// the user typed was lost from the page.
+    pub(crate) fn unsent(mut self, message: Option<&str>) -> Self {
+        if let Some(message) = message {
+            self.summary
+                .push_str(" Your message was not sent: it is shown above, to copy and send again.");
+            self.unsent = Some(message.to_string());
+        }
+        self
     }
 
     /// The end shown for a turn this process does not keep: one that ended long ago, or
@@ -234,6 +249,7 @@ impl ChatEnd {
                       restarted since): reload the page to see the session as stored."
                 .to_string(),
             messages: None,
+            unsent: None,
         }
     }
 }

@@ -198,7 +198,7 @@ impl Watcher {
             }
             if let Some(outcome) = snapshot.outcome {
                 self.ended = true;
-                let html = self.end_html(&outcome).await;
+                let html = self.end_html(&outcome, snapshot.total).await;
                 return Some(step_event(&self.turn, "end", snapshot.total, html));
             }
             tokio::select! {
@@ -210,19 +210,24 @@ impl Watcher {
         }
     }
 
-    /// The end of the turn, with the session's newest messages as stored now.
-    async fn end_html(&self, outcome: &Outcome) -> String {
+    /// The end of the turn, after `frames` frames, with the session's newest messages as
+    /// stored now, and the user's message when the turn did not store it.
+    async fn end_html(&self, outcome: &Outcome, frames: usize) -> String {
         let id = &self.turn.session;
         // Without the messages the end still shows; the page can be reloaded.
-        let messages = match self.state.storage.load_revision(id).await {
-            Ok((history, revision)) if !history.is_empty() => {
-                Messages::window(id, &history, revision.generation, history.len())
+        let stored = self.state.storage.load_revision(id).await.ok();
+        let messages = match &stored {
+            Some((history, revision)) if !history.is_empty() => {
+                Messages::window(id, history, revision.generation, history.len())
                     .render()
                     .ok()
             }
             _ => None,
         };
+        let history = stored.as_ref().map(|(history, _)| history.as_slice());
+        let unsent = self.turn.message_unsent(outcome, frames, history);
         ChatEnd::new(&self.turn.key, outcome, messages)
+            .unsent(unsent.then_some(self.turn.message.as_str()))
             .render()
             .unwrap_or_default()
     }

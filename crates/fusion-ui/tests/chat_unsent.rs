@@ -1,0 +1,173 @@
+//! A turn that ends before the agent stores the user's message (the session cannot be
+//! opened, Stop pressed at once) shows that message again in its end, saying it was not
+//! sent; a turn that stored it does not.
+//!
+//! Found by a hunt: the end replaces the live panel, the only place still showing the
+//! text the user typed, so the message vanished from the page and from everywhere else.
+
+mod chat_support;
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::Router;
+use fusion::ChatMessage;
+use fusion::agent::ToolRegistry;
+use fusion::agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
+use fusion::storage::{Change, ConversationStorage, Expect, InMemoryStorage, Revision};
+use fusion_core::{Error, Intercept, Intercepted, Result};
+use tokio::sync::Notify;
+
+use chat_support::{Events, chat_app, chat_app_over, htmx_post, seeded, start_turn};
+use common::send;
+
+/// What the user types in these tests: easy to find on a page.
+const TYPED: &str = "please keep this question";
+
+/// The memory store, except that the agent cannot open a session (its read of the
+/// history fails), or, with `hold_writes`, that every write waits for good once it has
+/// said so.
+struct Broken {
+    inner: Arc<InMemoryStorage>,
+    hold_writes: bool,
+    writing: Notify,
+}
+
+impl Broken {
+    /// A write: held for good (it is dropped when the turn stops), or refused.
+    async fn write<T>(&self) -> Result<T> {
+        if self.hold_writes {
+            self.writing.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Err(failure("no writes"))
+    }
+}
+
+fn failure(message: &str) -> Error {
+    Error::Backend {
+        backend: "test",
+        message: message.into(),
+        retryable: false,
+        source: None,
+    }
+}
+
+/// The storage the app is given: every call through [`Broken`].
+struct Through(Arc<Broken>);
+
+#[async_trait]
+impl Intercept for Through {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.0.inner.as_ref()
+    }
+
+    async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
+        if self.0.hold_writes {
+            return self.inner().load_revision(session_id).await;
+        }
+        Err(failure("the database is down"))
+    }
+
+    async fn append(&self, _session_id: &str, _messages: &[ChatMessage]) -> Result<()> {
+        self.0.write().await
+    }
+
+    async fn write_if(
+        &self,
+        _session_id: &str,
+        _expected: Expect,
+        _change: Change<'_>,
+    ) -> Result<u64> {
+        self.0.write().await
+    }
+}
+
+/// The app over `broken` (wrapping the seeded store), chatting through `server`.
+fn app(broken: Arc<Broken>, server: &MockLlmServer) -> Router {
+    chat_app_over(
+        Arc::new(Intercepted(Through(broken))),
+        server,
+        ToolRegistry::default(),
+    )
+}
+
+/// The data of the turn's `end` event.
+async fn end_of(app: &Router, turn: &str) -> String {
+    let mut events = Events::open(app, &format!("{turn}/events"), None).await;
+    events.through_end().await.last().unwrap().data.clone()
+}
+
+/// Asserts that `end` shows the typed message again, saying it was not sent.
+fn gives_it_back(end: &str) {
+    assert!(end.contains(TYPED), "the message is shown again: {end}");
+    assert!(end.contains("not sent"), "{end}");
+    assert!(
+        end.contains("Your message was not sent: it is shown above"),
+        "{end}"
+    );
+}
+
+#[tokio::test]
+async fn a_turn_that_cannot_open_its_session_shows_the_message_it_did_not_send() {
+    let broken = Arc::new(Broken {
+        inner: seeded().await,
+        hold_writes: false,
+        writing: Notify::new(),
+    });
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("cannot open the session"), "{end}");
+    gives_it_back(&end);
+    let stored = broken.inner.load("s1").await.unwrap();
+    assert!(!stored.iter().any(|m| m.content == TYPED), "not stored");
+}
+
+#[tokio::test]
+async fn a_turn_stopped_before_its_message_is_stored_shows_it_again() {
+    let broken = Arc::new(Broken {
+        inner: seeded().await,
+        hold_writes: true,
+        writing: Notify::new(),
+    });
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    // The agent is storing the message (the write never returns); Stop drops it.
+    broken.writing.notified().await;
+    send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("Stopped."), "{end}");
+    gives_it_back(&end);
+}
+
+#[tokio::test]
+async fn a_turn_that_stored_its_message_does_not_show_it_as_unsent() {
+    let storage = seeded().await;
+    let server = MockLlmServer::start().await;
+    // Stopped mid-reply, and failed at its first request (no step reported): both after
+    // the message was stored.
+    server.push_partial([MockDelta::text("Half a rep")], MockStreamEnd::Stall);
+    server.push_status(400);
+    let app = chat_app(storage.clone(), &server, ToolRegistry::default());
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    let mut events = Events::open(&app, &format!("{turn}/events"), None).await;
+    events.until("Half a rep").await;
+    send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
+    let end = events.through_end().await.last().unwrap().data.clone();
+    assert!(end.contains("Stopped."), "{end}");
+    assert!(!end.contains("not sent"), "{end}");
+
+    let turn = start_turn(&app, "s1", "a second question").await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("The turn failed"), "{end}");
+    assert!(!end.contains("not sent"), "{end}");
+    let stored = storage.load("s1").await.unwrap();
+    assert!(stored.iter().any(|m| m.content == "a second question"));
+}
