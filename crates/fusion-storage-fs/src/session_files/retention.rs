@@ -256,6 +256,7 @@ mod tests {
     use super::*;
     use crate::SyncPolicy;
     use crate::counters;
+    use crate::index::SetKey;
 
     /// The idle span of [`idle_session`].
     const IDLE: Duration = Duration::from_secs(1800);
@@ -446,5 +447,42 @@ mod tests {
         let info = files.info().unwrap().unwrap();
         assert_eq!((info.message_count, info.meta.owner), (1, Some("o".into())));
         assert_eq!(info.meta.expiry, Some(Expiry::Idle(IDLE)));
+    }
+
+    /// A delete whose metadata file cannot be read (an I/O error: a symbolic link to
+    /// itself) fails before it removes anything, the session and its owner's and tags'
+    /// markers left as they were, and succeeds whole once the file can be read. It used to
+    /// take the file for none, as a damaged one is, and leave those markers behind.
+    #[test]
+    fn a_delete_whose_metadata_file_cannot_be_read_fails_and_removes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = session(dir.path(), "s", SyncPolicy::EveryWrite);
+        let meta = SessionMeta::new().owner("o").tags(["t"]);
+        let creation = Creation {
+            meta: &meta,
+            times: None,
+        };
+        files.create(creation, &batch("a")).unwrap();
+        let member = |key| files.index.is_member(key, "s").unwrap();
+        let markers = || [SetKey::Owner("o"), SetKey::Tag("t")].map(member);
+        assert_eq!(markers(), [true, true]);
+        let meta_path = files.meta();
+        let recorded = fs::read(&meta_path).unwrap();
+        fs::remove_file(&meta_path).unwrap();
+        std::os::unix::fs::symlink(&meta_path, &meta_path).unwrap();
+        let err = files.remove().unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+        assert!(files.data.exists(), "the session is still there");
+        assert_eq!(markers(), [true, true]);
+
+        fs::remove_file(&meta_path).unwrap();
+        fs::write(&meta_path, &recorded).unwrap();
+        assert_eq!(
+            files.info().unwrap().unwrap().meta.owner.as_deref(),
+            Some("o")
+        );
+        files.remove().unwrap();
+        assert_eq!(markers(), [false, false]);
+        assert!(!files.data.exists() && !meta_path.exists());
     }
 }

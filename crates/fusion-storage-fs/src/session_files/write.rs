@@ -426,9 +426,10 @@ impl SessionFiles {
     ) -> Result<Option<Recorded>> {
         self.recent.forget(&self.id);
         // Read first: its owner and tags name the markers to remove. A damaged file names
-        // none; its markers stay behind, and listings skip them.
+        // none; its markers stay behind, and listings skip them. One that cannot be read
+        // (an I/O error) fails the call before anything is removed, rather than leave them.
         let meta_path = self.meta();
-        let meta = meta_file::read(&meta_path, &self.id).ok().flatten();
+        let meta = self.recorded_meta()?;
         let contents = lock.contents(&self.lock)?;
         let counters = contents.counters;
         // The deletion's line must be the session's newest, after its last write's.
