@@ -385,6 +385,17 @@ async fn refused_chat_actions_say_why_in_the_page() {
         assert_eq!(started, 303);
         send(&page, "and this?").await;
         wait_text(&page, "#refusal dialog[open]", "A turn is still running").await;
+        // The refused send kept the form: the text is still in the box, and the focus
+        // stays on Send (only the form a send that started a turn returns takes it).
+        let kept = page
+            .browser
+            .execute(
+                "const box = document.querySelector('#chat-message');
+                 return [box.value, document.activeElement === box];",
+                vec![],
+            )
+            .await;
+        assert_eq!(kept, serde_json::json!(["and this?", false]));
 
         // The card of a question that asks about another call than the one it shows
         // (here its digest altered): nothing is decided, and the page says why.
