@@ -492,6 +492,43 @@ async fn a_call_whose_arguments_are_encoded_twice_runs_with_the_object_inside() 
     );
 }
 
+/// Found by a review of fdad962: a call whose arguments a server encoded twice runs with
+/// the object inside, but later requests sent it back with `{}` (what goes for arguments
+/// that are no JSON object), so the model read that `read_file` with no path had answered
+/// with the file. It goes back with the object that ran; the session stores the text as
+/// the server sent it, and a string holding no object still goes as `{}`.
+#[tokio::test]
+async fn a_call_encoded_twice_is_sent_back_with_the_object_that_ran() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "inside a").unwrap();
+    let mut session = h.session().await;
+    let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
+    h.server
+        .push_tool_call("read_file", twice.clone())
+        .push_tool_call("read_file", r#""a.txt""#)
+        .push_text("It says inside a.");
+    let result = session.send_message("Read a.txt").await.unwrap();
+    assert!(result.steps[0].success, "{}", result.steps[0].observation);
+    let sent = h.request_messages(2);
+    let arguments: Vec<&str> = sent
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| {
+            m["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(arguments, [r#"{"path": "a.txt"}"#, "{}"]);
+    let stored: Vec<String> = h
+        .stored()
+        .await
+        .iter()
+        .flat_map(|m| m.tool_calls.iter().map(|call| call.arguments.clone()))
+        .collect();
+    assert_eq!(stored, [twice.as_str(), r#""a.txt""#]);
+}
+
 /// A tool written without `async_trait` whose `call` panics before it makes its future
 /// (an argument unwrapped up front, say).
 struct PanicsAtOnce;

@@ -148,11 +148,11 @@ struct WireCall<'a> {
 #[derive(Serialize)]
 struct WireCallFunction<'a> {
     name: Cow<'a, str>,
-    arguments: &'a str,
+    arguments: Cow<'a, str>,
 }
 
 /// The arguments a stored call is sent back with in later requests: the model's text when
-/// it is a JSON object, else `{}`.
+/// it is a JSON object, the object inside when it is a JSON string holding one, else `{}`.
 ///
 /// Storage keeps what the model wrote, invalid JSON included (a reply cut mid-call, a
 /// small model's slip), and the call's result already tells the model what was wrong,
@@ -160,10 +160,24 @@ struct WireCallFunction<'a> {
 /// refuses the whole request ("invalid tool call arguments", a 400) and vLLM fails in
 /// `json.loads`, so one bad call sent back verbatim made every later request of the
 /// session fail. `{}` is also what the executor ran a call with empty arguments with.
-fn sendable_arguments(arguments: &str) -> &str {
-    let is_object = arguments.trim_start().starts_with('{')
-        && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok();
-    if is_object { arguments } else { "{}" }
+/// Arguments a server encoded twice (`"{\"path\": \"a\"}"`) ran as the object inside
+/// (unless the tool's schema takes a string), so that object is what goes back: sent as
+/// `{}`, the history would show the call run without its arguments.
+fn sendable_arguments(arguments: &str) -> Cow<'_, str> {
+    let is_object = |text: &str| {
+        text.trim_start().starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+    };
+    if is_object(arguments) {
+        return Cow::Borrowed(arguments);
+    }
+    if arguments.trim_start().starts_with('"')
+        && let Ok(inner) = serde_json::from_str::<String>(arguments)
+        && is_object(&inner)
+    {
+        return Cow::Owned(inner);
+    }
+    Cow::Borrowed("{}")
 }
 
 #[derive(Serialize)]
@@ -349,11 +363,18 @@ mod tests {
             "  ",
             "null",
             "[1]",
-            r#""{\"path\": \"a\"}""#,
+            r#""a.txt""#,
+            r#""[1]""#,
+            r#""{\"path\": \"a\"""#,
             "path=a",
         ] {
             assert_eq!(sendable_arguments(replaced), "{}", "{replaced:?}");
         }
+        // Encoded twice: the object inside, which the executor ran.
+        assert_eq!(
+            sendable_arguments(r#" "{\"path\": \"a\"}" "#),
+            r#"{"path": "a"}"#
+        );
     }
 
     /// Found by a review: a call's id servers refuse (`functions.read_file:0`, sent by
