@@ -94,31 +94,6 @@ pub enum ImportError {
         /// Its path in the message: `content[1].image_url`.
         field: String,
     },
-    /// A tool result without the `tool_call_id` of the call it answers (none, or one empty
-    /// or of blanks only). A storage would keep it, but every OpenAI-compatible server
-    /// refuses a request whose history holds one, so no turn of the imported session could
-    /// be sent.
-    #[error(
-        "{place} is a tool result without \"tool_call_id\", the id of the call it answers: OpenAI-compatible servers refuse a history holding one, so no turn of the session could be sent; set it to the id of the assistant's tool call it answers, or remove {place}"
-    )]
-    ToolResultWithoutCallId {
-        /// The message.
-        place: MessagePlace,
-    },
-    /// A tool result whose `tool_call_id` names no tool call of an assistant message
-    /// before it. A storage would keep it, but OpenAI-compatible servers refuse a request
-    /// whose history holds a tool result that answers no call, so no turn of the imported
-    /// session could be sent. (A call whose result is missing is let through: the agent
-    /// answers it as interrupted.)
-    #[error(
-        "{place} is a tool result for the call {call_id:?}, and no assistant message before it makes a tool call of that id: OpenAI-compatible servers refuse a history holding one, so no turn of the session could be sent; set \"tool_call_id\" to the id of the assistant's tool call it answers, or remove {place}"
-    )]
-    ToolResultWithoutCall {
-        /// The message.
-        place: MessagePlace,
-        /// The id it names.
-        call_id: String,
-    },
     /// A `jsonl` file (a file-system session file) ends inside a batch: its last lines
     /// carry the file-system backend's batch marker (`fusion_batch_more`, more lines
     /// follow) and the batch's last line is missing. The backend stopped while appending

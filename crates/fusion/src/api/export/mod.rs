@@ -240,12 +240,10 @@ fn write_with_times(
 /// ends inside a batch whose last line was never written ([`ImportError::UnfinishedBatch`]),
 /// which the backend's own load leaves out.
 ///
-/// A tool result without the `tool_call_id` of the call it answers is refused too
-/// ([`ImportError::ToolResultWithoutCallId`]), and one whose id no assistant tool call
-/// before it has ([`ImportError::ToolResultWithoutCall`]): every OpenAI-compatible server
-/// refuses a history holding one, so no turn of the imported session could be sent. A
-/// tool call without its result is taken: a turn stopped while its tools ran leaves one,
-/// and the agent answers it as interrupted.
+/// A tool result is taken whatever call it names, or none (a result whose call is not
+/// before it, one without `tool_call_id`), as a storage keeps it: the agent leaves such a
+/// result out of each request it sends, and answers a call without its result as
+/// interrupted, so every session a storage holds exports and imports back whole.
 ///
 /// ```
 /// use fusion::api::export::{self, ImportError, MessagePlace};

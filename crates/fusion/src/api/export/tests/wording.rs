@@ -17,7 +17,6 @@ fn what_is_wrong_is_said_of_the_export_not_of_a_file() {
         format!(r#"{{"version":2,{messages}}}"#),
         "  \n".to_string(),
         r#"{"id":"x","messages":[]}"#.to_string(),
-        r#"{"role":"tool","content":"out"}"#.to_string(),
     ];
     for text in texts {
         let err = chain(&read(&text).unwrap_err());
