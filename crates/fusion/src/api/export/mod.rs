@@ -354,7 +354,7 @@ fn not_a_document(text: &str, err: serde_json::Error) -> ImportError {
 }
 
 /// The messages and the rest of a `json` export, and why the first message refused is
-/// (it loses something in the reading, or could never be sent).
+/// (it loses something in the reading).
 fn read_json(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
     // One scan of the text, when it is an export of a version this release reads; else
     // two, the version first, for the error that says what it is and where.
@@ -409,7 +409,7 @@ fn whole<T: serde::de::DeserializeOwned>(text: &str) -> serde_json::Result<T> {
 }
 
 /// The messages of a `jsonl` file, and why the first refused is (it loses something in
-/// the reading, or could never be sent). A file ending inside a batch of the file-system backend is refused.
+/// the reading). A file ending inside a batch of the file-system backend is refused.
 fn read_jsonl(text: &str) -> Result<(Imported, Option<ImportError>), ImportError> {
     let mut messages = Messages::with_capacity(0);
     // The lines, first and last, of the batch the lines read so far end inside.
