@@ -53,9 +53,9 @@ impl McpServerConfig {
             }
             McpServerConfig::Stdio(stdio) => {
                 // A launched URL's user and password (`npx git+https://TOKEN@host`) are no
-                // name either: the words are read with them hidden.
+                // name either: the words are read without them.
                 let args: Vec<String> = (stdio.args.iter())
-                    .map(|arg| without_url_secrets(arg).into_owned())
+                    .map(|arg| without_userinfo(arg).into_owned())
                     .collect();
                 command_line::derive_name(&stdio.command, &args)
             }
@@ -71,6 +71,39 @@ fn host_name(url: &str) -> String {
     let url = reqwest::Url::parse(url).ok();
     let host = url.as_ref().and_then(reqwest::Url::host_str).unwrap_or("");
     crate::naming::server_prefix(&host.replace('.', "-"))
+}
+
+/// `word` without the user and password of a URL in it (all that comes before the `@`
+/// ending the URL's authority), nor its query and fragment, for naming a server; as it is
+/// without one, or with an `=`, which no name is read from (`NAME=VALUE`, see
+/// [`command_line::derive_name`]) and which it must keep.
+///
+/// Not [`fusion_core::redact_url`], which keeps a user (`https://ghp_TOKEN:x@host`, a
+/// token where a user goes) and reads every `@` as the end of a password, one in the path
+/// too (`git+https://github.com/org/repo@v1`, a version), whose name would change: a
+/// server's name prefixes every tool name, stored in its sessions. An authority whose
+/// `:` is followed by no port (`https://u:pa/ss@host`) is a password holding a `/`: it
+/// ends at the last `@`.
+fn without_userinfo(word: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme) = word.find("://").filter(|_| !word.contains('=')) else {
+        return word.into();
+    };
+    let start = scheme + 3;
+    let rest = &word[start..];
+    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let no_port = |authority: &str| {
+        !authority.starts_with('[')
+            && authority
+                .split_once(':')
+                .is_some_and(|(_, port)| !port.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let host_at = match authority.rfind('@') {
+        Some(at) => Some(at + 1),
+        None if no_port(authority) => rest.rfind('@').map(|at| at + 1),
+        None => None,
+    };
+    format!("{}{}", &word[..start], &rest[host_at.unwrap_or(0)..]).into()
 }
 
 /// Whether `word` is an `http://` or `https://` URL, its scheme in any case (`HTTPS://`),
@@ -437,6 +470,64 @@ mod tests {
                 matches!(server, McpServerConfig::Http(_)),
                 "{url}: {server:?}"
             );
+        }
+    }
+
+    /// Found by a review: the suggested name read a launched URL through `redact_url`,
+    /// which reads an `@` in its path (a version, `git+https://github.com/org/repo@main`)
+    /// as the end of a password, so such a server's name, which prefixes every tool name
+    /// stored in its sessions, changed (`repo_main` became `main`); and it keeps a user,
+    /// where a token often goes (`https://ghp_TOKEN:x-oauth-basic@github.com`), which
+    /// became the name. The names of configurations that hold no credentials are the
+    /// ones they always had.
+    #[test]
+    fn names_stay_as_they_were_and_never_hold_a_credential() {
+        let name = |line: &str| {
+            let server = McpServerConfig::command_line(line).unwrap();
+            server.suggested_name()
+        };
+        for (line, was) in [
+            (
+                "npx -y @modelcontextprotocol/server-filesystem ./docs",
+                "server-filesystem",
+            ),
+            ("uvx mcp-server-git --repository .", "mcp-server-git"),
+            ("node ./server.js", "server"),
+            ("/usr/local/bin/my-server --flag", "my-server"),
+            ("./bin/weather", "weather"),
+            (
+                "uvx --from git+https://github.com/org/repo@main mcp-server",
+                "repo_main",
+            ),
+            (
+                "pipx run --spec git+https://github.com/x/y.git@v1 y",
+                "y_git_v1",
+            ),
+            ("uvx git+https://github.com/org/repo", "repo"),
+            ("npx https://github.com/u/repo/tarball/main", "tarball"),
+            ("npx -y https://host/pkg.tgz?x=1", "npx"),
+            (
+                "npx -y mcp-remote https://mcp.example.com/sse?token=abc",
+                "mcp-remote",
+            ),
+            ("docker -H tcp://engine:2375 run -i mcp/github", "github"),
+            // A credential the name never showed keeps it as it was.
+            ("npx git+https://ghp_TOK3N@github.com/org/repo", "repo"),
+        ] {
+            assert_eq!(name(line), was, "{line}");
+        }
+        for (line, named) in [
+            ("npx git+https://ghp_TOK3N@github.com", "github"),
+            (
+                "npx git+https://ghp_TOK3N:x-oauth-basic@github.com",
+                "github",
+            ),
+            ("uvx git+https://oauth2:TOK3N@gitlab.com", "gitlab"),
+            ("npx https://ghp_TOK3N:x@mcp.example.com", "mcp_example"),
+            ("npx git+https://u:pa/TOK3N@github.com", "github"),
+            ("npx https://host.example/pkg?TOK3N", "pkg"),
+        ] {
+            assert_eq!(name(line), named, "{line}");
         }
     }
 
