@@ -231,6 +231,25 @@ mod tests {
         }
         let err = read_import(&le[..le.len() - 1]).unwrap_err().to_string();
         assert!(err.starts_with("it starts as UTF-16 text"), "{err}");
+        // A lone surrogate, high or low.
+        for unit in [0xD800_u16, 0xDC00] {
+            let lone: Vec<u8> = [0xFF, 0xFE]
+                .into_iter()
+                .chain(
+                    [u16::from(b'{'), unit, u16::from(b'}')]
+                        .into_iter()
+                        .flat_map(u16::to_le_bytes),
+                )
+                .collect();
+            let err = read_import(&lone[..]).unwrap_err().to_string();
+            assert!(err.starts_with("it starts as UTF-16 text"), "{err}");
+        }
+        // UTF-8 with its mark (Windows Notepad) is UTF-8: kept here, and export::read
+        // reads past the mark.
+        let marked = "\u{feff}{\"role\":\"user\",\"content\":\"hi\"}\n";
+        let text = read_import(marked.as_bytes()).unwrap();
+        assert_eq!(text, marked);
+        assert_eq!(fusion::api::export::read(&text).unwrap().messages.len(), 1);
         let latin1 = b"{}\n{\"content\":\"h\xE9llo\"}\n";
         let err = read_import(&latin1[..]).unwrap_err().to_string();
         assert!(
