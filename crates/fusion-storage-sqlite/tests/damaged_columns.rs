@@ -445,3 +445,37 @@ async fn a_refused_write_to_a_session_whose_times_are_damaged_is_corrupt() {
         }
     }
 }
+
+/// A retried append with ids (every message stored already) on a sound session stores
+/// nothing and is `Ok`, the exactly-once retry; on a session whose `created_at` or
+/// `updated_at` a hand edit damaged it is corrupt naming the column, on both paths, as
+/// every other write there is: the check that finds the ids stored reads the row only if
+/// its times hold (f5555a1). Before, the sqlx path said `Ok`.
+#[tokio::test]
+async fn a_retried_append_with_ids_is_ok_on_a_sound_session_and_corrupt_on_a_damaged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ided: Vec<ChatMessage> = turn("one").into_iter().map(|m| m.with_new_id()).collect();
+    for url in both_paths(dir.path()) {
+        for (column, value) in [("updated_at", "'x'"), ("created_at", "-1")] {
+            let storage = SqliteStorage::connect(&url).await.unwrap();
+            storage.append("s", &ided).await.unwrap();
+            storage.append("s", &ided).await.unwrap();
+            assert_eq!(storage.load("s").await.unwrap(), ided, "{url}: stored once");
+            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
+            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
+            let before = snapshot(&storage).await;
+            let retried = storage.append("s", &ided).await;
+            assert!(
+                is_corrupt(retried, column, true),
+                "{url}, {column} = {value}"
+            );
+            assert_eq!(
+                snapshot(&storage).await,
+                before,
+                "{url}, {column} = {value}"
+            );
+            storage.close().await;
+            let _ = std::fs::remove_file(dir.path().join("s.db"));
+        }
+    }
+}
