@@ -48,7 +48,9 @@ impl Listed {
                     id,
                     title: None,
                     count: None,
-                    damage: Some(err.to_string()),
+                    // Shown on the page: with the secrets a storage of the caller's
+                    // own may quote hidden, as `PageError::storage` shows its errors.
+                    damage: Some(fusion_core::redact_text(&err.to_string())),
                     revision: None,
                     updated: None,
                     meta: None,

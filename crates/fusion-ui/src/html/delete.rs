@@ -90,4 +90,19 @@ mod tests {
         let unreachable = fusion::Error::Config("no server".into());
         assert!(Listed::read("s:1".into(), Err(unreachable)).is_err());
     }
+
+    #[test]
+    fn a_damaged_session_is_asked_about_without_the_secrets_its_damage_quotes() {
+        // A storage of the caller's own may quote its URL in the damage it reports; the
+        // storage failure's page hides it (16dc045), and so does this page.
+        let damage = fusion::Error::corrupt(
+            "custom",
+            "s:1",
+            "its row in redis://app:s3cret-1@db:6379/0 is not JSON (password=s3cret-2)",
+        );
+        let listed = Listed::read("s:1".into(), Err(damage)).unwrap();
+        let html = ConfirmDelete::new(listed).render().unwrap();
+        assert!(!html.contains("s3cret"), "{html}");
+        assert!(html.contains("redis://app:***@db:6379/0"), "{html}");
+    }
 }
