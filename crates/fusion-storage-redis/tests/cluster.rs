@@ -184,7 +184,16 @@ async fn replica_acknowledgements_pass_with_a_replica_and_fail_clearly_without_e
     assert!(shown.contains("stored on the primary"), "{shown}");
     // As the error says, the primary has it.
     assert_eq!(acked.load("s").await.unwrap().len(), 3);
-    acked.delete("s").await.unwrap();
+    // Found by a review: a delete short of them said "stored on the primary ... a retry
+    // would apply the write twice", also one that found nothing to remove.
+    let shown = greedy.delete("never").await.unwrap_err().to_string();
+    assert!(shown.contains("delete of session \"never\""), "{shown}");
+    assert!(shown.contains("so the delete removed nothing"), "{shown}");
+    assert!(!shown.contains("stored on the primary"), "{shown}");
+    let shown = greedy.delete("s").await.unwrap_err().to_string();
+    assert!(shown.contains("deleted on the primary"), "{shown}");
+    assert!(!shown.contains("apply the write twice"), "{shown}");
+    assert!(acked.load("s").await.unwrap().is_empty());
 }
 
 #[tokio::test]

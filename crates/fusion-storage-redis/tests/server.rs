@@ -426,3 +426,35 @@ fn a_test_servers_port_is_outside_the_ephemeral_range_and_its_own() {
     }
     assert_ne!(first.port, second.port);
 }
+
+/// Found by a review: a delete short of replica acknowledgements said "stored on the
+/// primary ... a retry would apply the write twice", of a delete, and so of one that
+/// found nothing to remove. It says what the delete did, naming the session.
+#[tokio::test]
+async fn a_delete_short_of_replica_acknowledgements_says_what_it_did() {
+    let Some(h) = harness().await else {
+        return;
+    };
+    // More replicas than the server has: every write is short of them.
+    let acked = h
+        .connect(h.options().replica_acks(64, Duration::from_millis(10)))
+        .await
+        .unwrap();
+    let wrong = ["stored on the primary", "apply the write twice"];
+    let err = acked.delete("never").await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("delete of session \"never\""), "{shown}");
+    assert!(shown.contains("so the delete removed nothing"), "{shown}");
+    assert!(shown.contains("only 0 of 64 replicas"), "{shown}");
+    assert!(wrong.iter().all(|wrong| !shown.contains(wrong)), "{shown}");
+
+    let err = (acked.append("s", &[ChatMessage::user("a")]).await).unwrap_err();
+    assert!(err.to_string().contains(wrong[0]), "{err}");
+    let err = acked.delete("s").await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("deleted on the primary"), "{shown}");
+    assert!(wrong.iter().all(|wrong| !shown.contains(wrong)), "{shown}");
+    assert!(h.open().await.load("s").await.unwrap().is_empty());
+}

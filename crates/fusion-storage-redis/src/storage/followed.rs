@@ -1,5 +1,8 @@
 //! What the error of the index requests that follow a write on a cluster
-//! ([`follow`](super::RedisStorage::follow)) says: that the write itself applied.
+//! ([`follow`](super::RedisStorage::follow)) says: that the write itself applied; and
+//! what that of a write short of replica acknowledgements says it did ([`short_of_acks`]).
+
+use crate::error::Op;
 
 /// What the write that the index requests followed did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +14,47 @@ pub(super) enum Applied {
     /// It was a delete that found nothing stored under the session's id: it removed
     /// nothing, and only taking the id out of the indexes failed.
     Absent,
+}
+
+/// What a write did on the primary, for the error of one short of replica
+/// acknowledgements ([`short_of_acks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Did {
+    /// It stored something (any write but a delete).
+    Store,
+    /// A delete that removed the session.
+    Delete,
+    /// A delete that found nothing stored under the session's id.
+    DeleteOfNothing,
+}
+
+/// The message of `op` when only `got` of the replicas `want` names acknowledged the
+/// primary in time, saying what the write `did` there: a delete is not said to be
+/// stored, nor one that removed nothing to apply twice.
+pub(super) fn short_of_acks(
+    op: Op<'_>,
+    did: Did,
+    got: usize,
+    want: crate::config::ReplicaAcks,
+) -> String {
+    let (replicas, timeout) = (want.replicas, want.timeout);
+    match did {
+        Did::Store => format!(
+            "{op}: stored on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would lose it (not \
+             retryable: a retry would apply the write twice)"
+        ),
+        Did::Delete => format!(
+            "{op}: deleted on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would bring the session \
+             back (not retryable)"
+        ),
+        Did::DeleteOfNothing => format!(
+            "{op}: no session was stored under this id, so the delete removed nothing, but \
+             only {got} of {replicas} replicas acknowledged the primary within {timeout:?}: \
+             they may miss its earlier writes (not retryable)"
+        ),
+    }
 }
 
 /// `err`, met by the index requests that [`follow`](super::RedisStorage::follow) a write

@@ -12,6 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, new_generation};
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
+use super::followed::{Did, short_of_acks};
 use super::upkeep::within;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
@@ -214,7 +215,11 @@ impl RedisStorage {
         let mut script = evalsha(self.writing(&scripts::DELETE), &keys);
         script.arg(id).arg(self.keys.prefix());
         let op = self.op("delete", Some(id));
-        let run = self.run_write(self.writing(&scripts::DELETE), &script, op, &keys);
+        let did = |(removed, _, _): &(i64, Option<String>, Option<String>)| match removed {
+            1.. => Did::Delete,
+            _ => Did::DeleteOfNothing,
+        };
+        let run = self.run_write_as(self.writing(&scripts::DELETE), &script, op, &keys, did);
         let gone = |(removed, owner, due): &(i64, Option<String>, Option<String>)| {
             (owner.clone(), due.is_some(), *removed > 0)
         };
@@ -241,8 +246,22 @@ impl RedisStorage {
         op: Op<'_>,
         keys: &[&str],
     ) -> Result<T> {
+        self.run_write_as(script, call, op, keys, |_| Did::Store)
+            .await
+    }
+
+    /// [`run_write`](Self::run_write), `did` saying from the script's reply what the
+    /// write did, for the error of one short of replica acknowledgements.
+    async fn run_write_as<T: FromRedisValue>(
+        &self,
+        script: &Lua,
+        call: &Cmd,
+        op: Op<'_>,
+        keys: &[&str],
+        did: impl FnOnce(&T) -> Did,
+    ) -> Result<T> {
         let (unheard, over_limit, applied) = match self.run_script(script, call).await {
-            Ok(acked) => match self.acknowledged(acked, op) {
+            Ok(acked) => match self.acknowledged_as(acked, op, did) {
                 Ok(value) => return Ok(value),
                 Err(short) => (short, false, true),
             },
@@ -335,15 +354,22 @@ impl RedisStorage {
     /// The value of a write, once enough replicas acknowledged it; otherwise an error
     /// saying the write is on the primary only.
     pub(super) fn acknowledged<T>(&self, acked: Acked<T>, op: Op<'_>) -> Result<T> {
+        self.acknowledged_as(acked, op, |_| Did::Store)
+    }
+
+    /// [`acknowledged`](Self::acknowledged), the error saying what the write did
+    /// (`did`, from its value): a delete is not "stored", and one that found nothing
+    /// removed nothing.
+    fn acknowledged_as<T>(
+        &self,
+        acked: Acked<T>,
+        op: Op<'_>,
+        did: impl FnOnce(&T) -> Did,
+    ) -> Result<T> {
         match (acked.replicas, self.replica_acks) {
             (Some(got), Some(want)) if got < want.replicas => Err(fusion_core::Error::Backend {
                 backend: BACKEND,
-                message: format!(
-                    "{op}: stored on the primary, but only {got} of {} replicas acknowledged \
-                     it within {:?}; a failover before they catch up would lose it (not \
-                     retryable: a retry would apply the write twice)",
-                    want.replicas, want.timeout
-                ),
+                message: short_of_acks(op, did(&acked.value), got, want),
                 retryable: false,
                 source: None,
             }),
