@@ -62,6 +62,45 @@ async fn an_approved_call_runs_and_the_approval_is_recorded() {
     );
 }
 
+/// Asked by a review of fdad962: a call whose arguments a server encoded twice (a JSON
+/// string holding the object) runs with the object inside, and the person approving it
+/// is shown that object, what will run, not the string; streamed and whole.
+#[tokio::test]
+async fn a_call_encoded_twice_is_asked_about_with_the_object_that_will_run() {
+    for stream in [true, false] {
+        let h = Harness::new().await;
+        std::fs::write(h.workspace.path().join("old.log"), "x").unwrap();
+        let (policy, asked) = scripted(vec![ApprovalDecision::Approve]);
+        let llm = fusion_agent::OpenAiConfig::new("mock-model")
+            .base_url(h.server.base_url())
+            .max_retries(0)
+            .stream(stream)
+            .build()
+            .unwrap();
+        let mut session = common::builder(Arc::new(llm), h.storage.clone(), h.workspace.path())
+            .approval(policy)
+            .build()
+            .await
+            .unwrap();
+        let twice = serde_json::to_string(r#"{"path": "old.log"}"#).unwrap();
+        h.server
+            .push_tool_call("delete_file", twice.clone())
+            .push_text("Deleted.");
+        let result = session.send_message("delete old.log").await.unwrap();
+
+        let asked = asked.lock().unwrap().clone();
+        assert_eq!(asked.len(), 1, "stream {stream}");
+        assert_eq!(asked[0].arguments, serde_json::json!({"path": "old.log"}));
+        assert_eq!(asked[0].display(), r#"delete_file(path="old.log")"#);
+        assert!(result.steps[0].success, "{}", result.steps[0].observation);
+        assert_eq!(
+            result.steps[0].arguments, twice,
+            "the step keeps what was sent"
+        );
+        assert!(!h.workspace.path().join("old.log").exists());
+    }
+}
+
 #[tokio::test]
 async fn a_declined_call_does_not_run_and_a_restarted_session_still_knows() {
     let h = Harness::new().await;
