@@ -501,6 +501,52 @@ mod tests {
         assert!(said.contains(&format!("(`{kimi}`)")), "{said}");
     }
 
+    /// Asked by a review of aac2172: naming the stored ids adds text to a failure, but
+    /// what decides about it does not change: its status, whether it is retried, and
+    /// whether it says the model cannot call tools natively (read from the text).
+    #[test]
+    fn naming_stored_ids_keeps_how_a_failure_is_classified() {
+        use std::borrow::Cow;
+
+        use fusion_core::{ChatMessage, ToolCall};
+
+        let id = "functions.read_file:0";
+        let messages = [
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(id, "t", "{}")]),
+            ChatMessage::tool_result(id, "out"),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let sent = sendable_call_id(id);
+        for (status, said) in [
+            (
+                StatusCode::BAD_REQUEST,
+                format!("call {sent}: model does not support tools"),
+            ),
+            (StatusCode::BAD_REQUEST, format!("bad tool_call_id {sent}")),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("overloaded at {sent}"),
+            ),
+            (StatusCode::TOO_MANY_REQUESTS, format!("slow down ({sent})")),
+        ] {
+            let body = serde_json::json!({"error": {"message": said}}).to_string();
+            let error =
+                status_failure(&ctx(), status, &HeaderMap::new(), body.as_bytes()).into_error(1);
+            let before = (error.is_retryable(), rejects_native_tools(&error));
+            let named = name_stored_call_ids(error, &request, CallIds::Portable);
+            assert!(named.to_string().contains("is stored as"), "{named}");
+            let Error::Llm { status: kept, .. } = &named else {
+                panic!("{named:?}")
+            };
+            assert_eq!(*kept, Some(status.as_u16()), "{named}");
+            let after = (named.is_retryable(), rejects_native_tools(&named));
+            assert_eq!(before, after, "{named}");
+        }
+    }
+
     #[test]
     fn only_a_400_or_422_that_mentions_streaming_refuses_it() {
         let said = br#"{"error":{"message":"Streaming is not supported"}}"#;
