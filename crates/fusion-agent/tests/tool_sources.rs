@@ -333,3 +333,44 @@ async fn a_source_change_offering_two_tools_alike_natively_is_taken_in_text_mode
         "the prompt offers the new tool: {system}"
     );
 }
+
+/// Asked by a review of cfd9346: a native session the model's refusal of native tools
+/// switched to text mode takes two tools offered alike natively once a source offers
+/// them (it never offers tools natively again); the same session opened anew, with the
+/// same client and so native again, is refused at build naming both.
+#[tokio::test]
+async fn a_session_switched_to_text_mode_takes_two_tools_alike_until_opened_natively_again() {
+    let h = Harness::new().await;
+    let (source, mut session) = with_source_offering(&h, &["srv.dotted"]).await;
+    h.server.push_text("first");
+    session.send_message("hello").await.unwrap();
+    let sent = offered(&h.server.requests()[0]).last().unwrap().clone();
+
+    h.server
+        .reject_tools(true)
+        .push_text("Final Answer: switched");
+    let answer = session.send_message("again").await.unwrap();
+    assert_eq!(answer.result, "switched");
+    assert!(session.uses_text_react());
+
+    source.offer(&["srv.dotted", &sent]);
+    h.server
+        .push_text(format!("Action: {sent}\nAction Input: {{}}"))
+        .push_text("Final Answer: done");
+    let answer = session.send_message("use it").await.unwrap();
+    assert_eq!(answer.result, "done");
+    assert_eq!(answer.steps[0].observation, format!("{sent} ran"));
+
+    let loaded = source.clone();
+    let err = h
+        .builder()
+        .tool_sources_from(async move { Ok(vec![loaded as Arc<dyn ToolSource>]) })
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Config(_)), "{err:?}");
+    let text = err.to_string();
+    for named in ["`srv.dotted`", &format!("`{sent}`"), "rename one"] {
+        assert!(text.contains(named), "{named}: {text}");
+    }
+}
