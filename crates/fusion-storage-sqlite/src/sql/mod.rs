@@ -7,9 +7,8 @@
 //! (`crate::pooled`). A write with a [`Check`] first reads the session's row inside the
 //! same transaction and lets the check decide ([`Verdict`]) whether its statements run or
 //! it rolls back: a conditional write or a creation ([`Write::conditional`],
-//! [`Write::create`]) reads its revision if its times hold ([`READ_REVISION_TO_WRITE`];
-//! under `UnwrittenSince`, with `updated_at`:
-//! [`READ_REVISION_AND_UPDATED`](check::READ_REVISION_AND_UPDATED)) and
+//! [`Write::create`]) reads its revision ([`READ_REVISION_TO_WRITE`]; under `UnwrittenSince`,
+//! with `updated_at`: [`READ_REVISION_AND_UPDATED`](check::READ_REVISION_AND_UPDATED)) and
 //! `crate::generation` decides; an append whose messages carry ids, plain or conditional,
 //! also reads the fingerprints of the session's last ids ([`READ_REVISION_AND_RECENT`]),
 //! and the ids themselves only when those cannot decide ([`READ_LAST_IDS`]), and binds
