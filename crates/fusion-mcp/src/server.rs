@@ -83,6 +83,17 @@ struct View {
     names: naming::ToolNames,
 }
 
+/// Whether a server name may not hold `c`: a control character, a line or paragraph
+/// separator, or a bidirectional embedding, override or isolate (what reorders the rest of
+/// a line, as rustc's lint of them in source reads it).
+fn refused_in_name(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
 impl McpServer {
     /// Starts the server called `name` and lists its tools, named `{name}__{tool}` (see
     /// [`naming`](crate::naming)). It offers at most
@@ -110,8 +121,10 @@ impl McpServer {
         budget: Arc<ToolBudget>,
     ) -> Result<Self> {
         // Every message and log line about the server names it: one holding a control
-        // character (a line break, an escape sequence) would forge or garble them.
-        if shown(name) != name {
+        // character (a line break, an escape sequence) would forge or garble them. The
+        // marks of right-to-left text (U+200E, U+200F, U+061C), which `shown` escapes
+        // too, reorder no more than a Hebrew or Arabic letter does: a name may hold them.
+        if name.chars().any(refused_in_name) {
             return Err(Error::Config(format!(
                 "MCP server name `{}` holds a control character, a line or paragraph \
                  separator or a bidirectional control; name the server without it",

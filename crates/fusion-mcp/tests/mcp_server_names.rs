@@ -42,3 +42,31 @@ async fn a_server_name_holding_a_control_character_is_escaped_or_refused() {
     };
     assert!(message.contains("control character"), "{message}");
 }
+
+/// Found by a review: the refusal took every character `shown` escapes, so a name in
+/// right-to-left text holding a direction mark (U+200F, U+200E, U+061C), which such
+/// keyboards type and which reorders no more than the letters around it, was refused
+/// where it had started before. Only what forges a line or reorders the rest of it is.
+#[tokio::test]
+async fn a_name_in_any_script_with_its_marks_and_joiners_starts() {
+    let config = StdioServerConfig::new("fusion-no-such-mcp-server");
+    for name in [
+        "שרת\u{200f}-1",
+        "خادم\u{200e} ملفات",
+        "\u{061c}أدوات",
+        "👨\u{200d}💻 dev",
+        "کتاب\u{200c}ها",
+        "⚙\u{fe0f} tools",
+    ] {
+        let set = McpConfig::new().with(name, config.clone());
+        let Err(Error::Config(message)) = McpServers::start(&set, McpOptions::default()).await
+        else {
+            panic!("{name}: the command does not exist")
+        };
+        assert!(!message.contains("control character"), "{name}: {message}");
+        assert!(
+            message.contains("fusion-no-such-mcp-server"),
+            "{name}: {message}"
+        );
+    }
+}
