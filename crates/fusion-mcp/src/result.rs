@@ -105,7 +105,11 @@ fn binary_note(kind: &str, mime_type: &str, bytes: usize) -> String {
 /// The decoded size of base64 `data`, without decoding it.
 fn base64_len(data: &str) -> usize {
     let significant = data.bytes().filter(|b| !b.is_ascii_whitespace()).count();
-    let padding = data.bytes().rev().take_while(|&b| b == b'=').count();
+    // Blanks after the padding (a line break ending the text) are none of it.
+    let padding = (data.bytes().rev())
+        .filter(|b| !b.is_ascii_whitespace())
+        .take_while(|&b| b == b'=')
+        .count();
     (significant * 3 / 4).saturating_sub(padding)
 }
 
@@ -130,6 +134,22 @@ mod tests {
 
     fn result(content: Vec<ContentBlock>) -> CallToolResult {
         CallToolResult::success(content)
+    }
+
+    /// Found by a review: the padding was looked for at the very end, so a line break
+    /// after it (base64 as a file holds it) left it counted, up to 2 bytes too many.
+    #[test]
+    fn the_decoded_size_leaves_out_padding_before_a_line_break() {
+        for (data, bytes) in [
+            ("QQ==", 1),
+            ("QQ==\n", 1),
+            ("QUI=\r\n", 2),
+            ("QUJD\n", 3),
+            ("QUJD\nQQ==\n", 4),
+            ("QUI", 2),
+        ] {
+            assert_eq!(base64_len(data), bytes, "{data:?}");
+        }
     }
 
     #[test]
