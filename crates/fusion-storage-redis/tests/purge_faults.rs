@@ -697,6 +697,18 @@ async fn a_delete_of_a_session_never_stored_does_not_say_it_was_deleted() {
     assert!(shown.contains("no session was stored"), "{shown}");
     assert!(shown.contains("delete removed nothing"), "{shown}");
     assert!(shown.contains(&ids), "{shown}");
+    // Found by a later review: the steps' requests name no session, and neither did
+    // the error; nor when the look-again entry (the expiry index) is what fails.
+    assert!(
+        shown.starts_with("redis: delete of session \"never\" on "),
+        "{shown}"
+    );
+    let (deleted, _) = with_key_of_another_type(&mut raw, EXPIRY, store.delete("never")).await;
+    let shown = deleted
+        .expect_err("the expiry index is of another type")
+        .to_string();
+    assert!(shown.contains("delete of session \"never\" on "), "{shown}");
+    assert!(shown.contains(EXPIRY), "{shown}");
 
     store
         .create_session("stored", &SessionMeta::new(), &said("a"))
@@ -707,6 +719,10 @@ async fn a_delete_of_a_session_never_stored_does_not_say_it_was_deleted() {
         .expect_err("the by-id index is of another type")
         .to_string();
     assert!(shown.contains("the session itself was deleted"), "{shown}");
+    assert!(
+        shown.contains("delete of session \"stored\" on "),
+        "{shown}"
+    );
 }
 
 /// Found by a review: a look-again entry left by a delete (or prune) that stopped was

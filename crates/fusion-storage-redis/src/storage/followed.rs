@@ -121,6 +121,29 @@ pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion
     }
 }
 
+/// `err`, met by a step after the script of `op`, a delete (on a cluster: the
+/// look-again entry, the removals from the listings), whose requests name no session
+/// (they serve prunes and purges of many too): named as `op`, the delete of its session.
+pub(super) fn of_session(err: fusion_core::Error, op: Op<'_>) -> fusion_core::Error {
+    let unnamed = Op::new(op.name, op.url, None).to_string();
+    match err {
+        fusion_core::Error::Backend {
+            backend,
+            message,
+            retryable,
+            source,
+        } if op.session_id.is_some() && message.starts_with(&unnamed) => {
+            fusion_core::Error::Backend {
+                backend,
+                message: format!("{op}{}", &message[unnamed.len()..]),
+                retryable,
+                source,
+            }
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

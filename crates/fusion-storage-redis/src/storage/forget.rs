@@ -12,7 +12,7 @@ use futures::future::{join, try_join};
 use redis::Value;
 
 use super::RedisStorage;
-use super::followed::{Applied, stored_before};
+use super::followed::{Applied, of_session, stored_before};
 use super::index::{Gone, IndexWrites, zadd};
 use super::upkeep::within;
 use super::write::evalsha;
@@ -73,7 +73,7 @@ impl RedisStorage {
         };
         self.unindex(name, id, owner.as_deref(), had_expiry, look, &token)
             .await
-            .map_err(|err| stored_before(err, applied))?;
+            .map_err(|err| stored_before(of_session(err, self.op(name, Some(id))), applied))?;
         Ok(reply)
     }
 
