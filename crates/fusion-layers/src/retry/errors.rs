@@ -26,26 +26,16 @@ impl Retrying {
     /// error would change its variant. Any other error (an [`Error::Io`], whose text is
     /// its path and the OS error's) is returned as it is, and the count logged at `WARN`
     /// beside it: rebuilding its `io::Error` to reword it would lose the OS error code.
-    ///
-    /// `attempts` counts the calls made of the storage under every retry layer (see
-    /// [`attempts_in`](Self::attempts_in)), and the note of a retry layer inside this one
-    /// is replaced: stacked layers say one count, once.
     pub(super) fn gave_up(&self, operation: &str, attempts: u32, err: Error) -> Error {
         let note = format!(" (after {attempts} attempts)");
-        let noted = |mut message: String| {
-            if let Some((kept, _)) = split_note(&message) {
-                message.truncate(kept);
-            }
-            message + &note
-        };
         match err {
             Error::Backend {
                 backend,
-                message,
+                mut message,
                 retryable,
                 source,
             } => {
-                let message = noted(message);
+                message.push_str(&note);
                 Error::Backend {
                     backend,
                     message,
@@ -54,12 +44,12 @@ impl Retrying {
                 }
             }
             Error::Llm {
-                message,
+                mut message,
                 status,
                 retryable,
                 source,
             } => {
-                let message = noted(message);
+                message.push_str(&note);
                 Error::Llm {
                     message,
                     status,
@@ -77,17 +67,6 @@ impl Retrying {
                 );
                 other
             }
-        }
-    }
-
-    /// How many calls of the storage an attempt that failed with `err` made: the count of
-    /// a retry layer inside this one, which its note gives, else 1.
-    pub(super) fn attempts_in(err: &Error) -> u32 {
-        match err {
-            Error::Backend { message, .. } | Error::Llm { message, .. } => {
-                split_note(message).map_or(1, |(_, attempts)| attempts)
-            }
-            _ => 1,
         }
     }
 
@@ -112,13 +91,4 @@ impl Retrying {
             source: Some(Box::new(source)),
         }
     }
-}
-
-/// Where the note `gave_up` ends a message with (` (after 4 attempts)`) starts, and its
-/// count, if `message` ends with one.
-fn split_note(message: &str) -> Option<(usize, u32)> {
-    let body = message.strip_suffix(" attempts)")?;
-    let start = body.rfind(" (after ")?;
-    let attempts = body[start + " (after ".len()..].parse().ok()?;
-    Some((start, attempts))
 }

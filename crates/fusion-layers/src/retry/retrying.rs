@@ -59,13 +59,9 @@ impl Retrying {
     {
         let mut uncertain = false;
         let mut attempt = 1;
-        // The calls made of the storage under every retry layer: a retry layer inside
-        // this one counts its own in its error's note.
-        let mut made = 0;
         loop {
             match call().await {
                 Err(err) if transient(&err) && attempt < self.policy.max_attempts => {
-                    made = Retrying::attempts_in(&err).saturating_add(made);
                     let pause = self.policy.pause(attempt);
                     tracing::debug!(
                         backend = self.inner.backend_name(),
@@ -80,8 +76,7 @@ impl Retrying {
                     attempt += 1;
                 }
                 Err(err) if transient(&err) && attempt > 1 => {
-                    made = Retrying::attempts_in(&err).saturating_add(made);
-                    let result = Err(self.gave_up(operation, made, err));
+                    let result = Err(self.gave_up(operation, attempt, err));
                     return Attempts { result, uncertain };
                 }
                 result => return Attempts { result, uncertain },
