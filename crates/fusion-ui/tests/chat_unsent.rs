@@ -171,3 +171,95 @@ async fn a_turn_that_stored_its_message_does_not_show_it_as_unsent() {
     let stored = storage.load("s1").await.unwrap();
     assert!(stored.iter().any(|m| m.content == "a second question"));
 }
+
+/// The memory store, except that just before the turn's first write (its opening) the
+/// session is deleted, as another tab or `fusion sessions delete` may do meanwhile.
+struct DeletedAtOpening {
+    inner: Arc<InMemoryStorage>,
+    deleted: std::sync::atomic::AtomicBool,
+}
+
+impl DeletedAtOpening {
+    async fn delete_once(&self, session_id: &str) {
+        if !self.deleted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.inner.delete(session_id).await.unwrap();
+        }
+    }
+}
+
+#[async_trait]
+impl Intercept for DeletedAtOpening {
+    fn inner(&self) -> &dyn ConversationStorage {
+        self.inner.as_ref()
+    }
+
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        self.delete_once(session_id).await;
+        self.inner.append(session_id, messages).await
+    }
+
+    async fn write_if(
+        &self,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
+    ) -> Result<u64> {
+        self.delete_once(session_id).await;
+        self.inner.write_if(session_id, expected, change).await
+    }
+}
+
+/// Found by a review of dcce4d6: the message was looked for only after as many messages
+/// as the session held when the turn opened it, so one stored at an earlier place (the
+/// session deleted meanwhile, the turn starting it anew; the automatic summary) was
+/// shown as "not sent" when the turn then failed before any step: sent again, it was
+/// stored twice.
+#[tokio::test]
+async fn a_message_stored_in_a_session_that_shrank_meanwhile_is_not_shown_as_unsent() {
+    let storage = seeded().await;
+    let server = MockLlmServer::start().await;
+    server.push_status(400);
+    let app = chat_app_over(
+        Arc::new(Intercepted(DeletedAtOpening {
+            inner: storage.clone(),
+            deleted: Default::default(),
+        })),
+        &server,
+        ToolRegistry::default(),
+    );
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("The turn failed"), "{end}");
+    let stored = storage.load("s1").await.unwrap();
+    assert!(
+        stored.iter().any(|m| m.content == TYPED),
+        "stored anew: {stored:?}"
+    );
+    assert!(stored.len() < 2 + 1, "at an earlier place: {stored:?}");
+    assert!(!end.contains("not sent"), "{end}");
+}
+
+/// The message shown again is the user's text as typed, escaped like every text on the
+/// page (a message quoting HTML is never markup) and whole, its lines kept.
+#[tokio::test]
+async fn an_unsent_message_is_shown_escaped_with_its_lines() {
+    let broken = Arc::new(Broken {
+        inner: seeded().await,
+        hold_writes: false,
+        writing: Notify::new(),
+    });
+    let server = MockLlmServer::start().await;
+    let app = app(broken, &server);
+
+    // `<img src=x onerror=alert(1)>` and a second line, form-encoded.
+    let typed = "%3Cimg+src%3Dx+onerror%3Dalert(1)%3E%0Aline+two";
+    let turn = start_turn(&app, "s1", typed).await;
+    let end = end_of(&app, &turn).await;
+    assert!(end.contains("not sent"), "{end}");
+    assert!(!end.contains("<img"), "escaped: {end}");
+    assert!(
+        end.contains("<div class=\"said\">&#60;img src=x onerror=alert(1)&#62;\nline two</div>"),
+        "{end}"
+    );
+}

@@ -11,7 +11,7 @@ use fusion::agent::{
     AgentEvent, ApprovalDecision, ApprovalRequest, SessionBuilder, Step, TaskResult,
 };
 use fusion::storage::ConversationStorage;
-use fusion::{ChatMessage, Role};
+use fusion::{ChatMessage, MessageId, Role};
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, oneshot, watch};
 
@@ -102,10 +102,17 @@ struct Inner {
     /// its "started" event reaches this turn, and the question's card already shows the
     /// call, so that event is not shown again.
     asked_calls: Vec<(String, serde_json::Value)>,
-    /// How many messages the session held when the turn opened it; `None` until then
-    /// (and for good when it could not be opened). The user's message, once stored,
-    /// comes after them.
-    opened_at: Option<usize>,
+    /// What the session held when the turn opened it; `None` until then (and for good
+    /// when it could not be opened).
+    opened: Option<Opened>,
+}
+
+/// What the session held when a turn opened it.
+struct Opened {
+    /// How many messages.
+    len: usize,
+    /// The ids of those that are user messages with the turn's text (most often none).
+    ids: Vec<MessageId>,
 }
 
 /// A copy of what a turn reported from some frame on.
@@ -270,9 +277,22 @@ impl Turn {
         }
     }
 
-    /// Records that the turn opened its session holding `len` messages.
-    fn opened(&self, len: usize) {
-        self.lock().opened_at = Some(len);
+    /// Records that the turn opened its session holding `history`.
+    fn opened(&self, history: &[ChatMessage]) {
+        let ids = history
+            .iter()
+            .filter(|message| self.is_the_message(message))
+            .filter_map(|message| message.id.clone())
+            .collect();
+        self.lock().opened = Some(Opened {
+            len: history.len(),
+            ids,
+        });
+    }
+
+    /// Whether `message` is one the user wrote with this turn's text.
+    fn is_the_message(&self, message: &ChatMessage) -> bool {
+        message.role == Role::User && message.content == self.message
     }
 
     /// Whether the turn, ended as `outcome` after reporting `frames` frames, left the
@@ -280,7 +300,12 @@ impl Turn {
     /// it ended (`None` when they could not be read). A finished turn, and one that
     /// reported anything (the model is asked only once the message is stored), stored
     /// it; one that never opened its session did not; otherwise the message must be
-    /// among those stored after the ones the session held when opened.
+    /// stored now under an id no message with its text had when the session was opened
+    /// (the agent gives it a new one). Not by its place: the session may hold fewer
+    /// messages since (the automatic summary, run once the message is stored, or another
+    /// writer deleting or rewriting the session, after which the turn stores it anew).
+    /// A message stored without an id (by a storage of the caller's own that drops them)
+    /// is looked for after the ones held at the opening, as nothing better is known.
     ///
     /// The live panel was the only place still showing the text: without this, a turn
     /// stopped at once or failing before the store (the session cannot be opened) lost
@@ -294,14 +319,18 @@ impl Turn {
         if matches!(outcome, Outcome::Finished(_)) || frames > 0 {
             return false;
         }
-        let Some(opened_at) = self.lock().opened_at else {
+        let inner = self.lock();
+        let Some(opened) = &inner.opened else {
             return true;
         };
-        let after = stored.and_then(|history| history.get(opened_at..));
-        !after
-            .unwrap_or_default()
-            .iter()
-            .any(|message| message.role == Role::User && message.content == self.message)
+        let stored = stored.unwrap_or_default();
+        !stored.iter().enumerate().any(|(at, message)| {
+            self.is_the_message(message)
+                && match &message.id {
+                    Some(id) => !opened.ids.contains(id),
+                    None => at >= opened.len,
+                }
+        })
     }
 
     /// Asks the turn to stop; `false` when it had already ended.
@@ -387,7 +416,7 @@ async fn drive(
         Ok(session) => session,
         Err(err) => return Outcome::Failed(shown(format!("cannot open the session: {err}"))),
     };
-    turn.opened(session.message_count());
+    turn.opened(session.history());
     let mut events = session.send_message_stream(&turn.message);
     loop {
         tokio::select! {
