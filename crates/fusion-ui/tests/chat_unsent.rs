@@ -211,7 +211,7 @@ impl Intercept for DeletedAtOpening {
 
 /// Found by a review of dcce4d6: the message was looked for only after as many messages
 /// as the session held when the turn opened it, so one stored at an earlier place (the
-/// session deleted meanwhile, the turn starting it anew; the automatic summary) was
+/// session deleted or rewritten meanwhile, the turn starting it anew) was
 /// shown as "not sent" when the turn then failed before any step: sent again, it was
 /// stored twice.
 #[tokio::test]

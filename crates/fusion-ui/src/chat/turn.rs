@@ -302,8 +302,8 @@ impl Turn {
     /// it; one that never opened its session did not; otherwise the message must be
     /// stored now under an id no message with its text had when the session was opened
     /// (the agent gives it a new one). Not by its place: the session may hold fewer
-    /// messages since (the automatic summary, run once the message is stored, or another
-    /// writer deleting or rewriting the session, after which the turn stores it anew).
+    /// messages since (another writer deleted or rewrote it, and the turn stored the
+    /// message anew; a summary shortens nothing, it appends a record).
     /// A message stored without an id (by a storage of the caller's own that drops them)
     /// is looked for after the ones held at the opening, as nothing better is known.
     ///
