@@ -24,14 +24,19 @@ impl Retention<'_> {
     /// expiry, and one of a session that is gone is removed, without counting. A damaged
     /// session (a FIFO where its file belongs) is left as it is, with its marker and a
     /// warning (one per purge, however many ways the purge met it), so that it holds up
-    /// no other.
+    /// no other; so is one whose metadata file cannot be read (an I/O error), which the
+    /// removal needs for the owner's and tags' markers it removes (and, with its counters
+    /// lost, for its expiry): it is purged whole by the first purge after the file reads
+    /// again or is moved aside.
     pub(crate) fn purge(&self, batch: usize) -> Result<usize> {
         let mut purged = 0;
         // The damaged sessions met, each warned about once: the walk may meet one by two
         // markers, and the read of every lock file after a skipped bucket meets it again.
         let mut damaged = HashSet::new();
+        let mut unreadable = HashSet::new();
         let mut purge = |id: &str, marker| {
-            match self.at.files(id).purge_if_expired(marker) {
+            let files = self.at.files(id);
+            match files.purge_if_expired(marker) {
                 Ok(true) => purged += 1,
                 Ok(false) => {}
                 Err(Error::Corrupt {
@@ -39,6 +44,11 @@ impl Retention<'_> {
                 }) => {
                     if damaged.insert(session_id.clone()) {
                         tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a purge");
+                    }
+                }
+                Err(err) if files.is_meta_error(&err) => {
+                    if unreadable.insert(id.to_string()) {
+                        tracing::warn!(backend = BACKEND, session_id = %id, error = %err, "leaving a session whose metadata file cannot be read out of a purge; it is purged once the file reads again or is moved aside");
                     }
                 }
                 Err(err) => return Err(err),
@@ -64,10 +74,13 @@ impl Retention<'_> {
         // lock file, until it is moved aside and the index rebuilt. Their markers there
         // stay (a removal leaves a linked bucket's, one too many, as a crash may).
         for id in crate::listing::list_dir(self.at.dir)? {
-            // A damaged lock file is left to the purge's own warning.
-            let suspect = match self.at.files(&id).has_expired() {
+            // A damaged lock file, or a metadata file that cannot be read (the expiry of
+            // lost counters), is left to the purge's own warning.
+            let files = self.at.files(&id);
+            let suspect = match files.has_expired() {
                 Ok(expired) => expired,
                 Err(Error::Corrupt { .. }) => true,
+                Err(err) if files.is_meta_error(&err) => true,
                 Err(err) => return Err(err),
             };
             if suspect && purge(&id, None)?.is_break() {

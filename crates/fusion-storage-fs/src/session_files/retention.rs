@@ -122,6 +122,16 @@ impl SessionFiles {
         }
     }
 
+    /// Whether `err`, from a call on this session, is an I/O error on its metadata file
+    /// (one that cannot be read: not a damaged one, which reads as none, nor one gone,
+    /// which is none), which a purge needs for the markers a removal names and for the
+    /// expiry of a session whose counters are lost. A purge leaves such a session out
+    /// with a warning, its files and markers as they are, as it does a damaged one, rather
+    /// than fail before every session after it.
+    pub(crate) fn is_meta_error(&self, err: &Error) -> bool {
+        matches!(err, Error::Io { path, .. } if *path == self.meta())
+    }
+
     /// Under the exclusive lock, before a write: removes the session if it has expired,
     /// as `delete` does but keeping the lock file, which the write goes on holding. Returns
     /// the session file as the write must find it (absent after a removal, with the lock
