@@ -11,7 +11,9 @@
 /// (`#pw=x`) are hidden as the query's, Redis's `#insecure` shown. A `sqlite:` or
 /// `file:` URL names a file and holds no credentials: its path is shown whole, an `@` in
 /// it too, up to another URL it holds (`file:/x,https://u:p@h`, two URLs in one
-/// argument), which is shown as that URL is.
+/// argument), which is shown as that URL is; its query and fragment are hidden from the
+/// piece holding a `://` on (`sqlite:a.db?mode=ro&x=https://u:p@h&y` shows as
+/// `sqlite:a.db?mode=ro&***`).
 ///
 /// ```
 /// use fusion_core::redact_url;
@@ -23,6 +25,9 @@
 pub fn redact_url(url: &str) -> String {
     if let Some(start) = url_in_path(url) {
         return redact_url(&url[..start]) + &redact_url(&url[start..]);
+    }
+    if let Some(hidden) = url_in_query(url) {
+        return redact_url(&url[..hidden]) + "***";
     }
     let (shown_userinfo, rest) = redact_userinfo(url);
     // A fragment ends the query: `?db=1#pw=x` is the query `db=1` and the fragment
@@ -110,13 +115,16 @@ fn names_a_file(url: &str) -> bool {
 /// its own scheme's (`file:/x,https://u:p@h`: two URLs in one argument, as a command line
 /// may write them): at the scheme before that `://` (letters, digits, `+`, `-`, `.`).
 /// The path is shown whole up to there only: what follows may be a URL with a password.
+///
+/// Only a `://` in the path counts: see [`url_in_query`] for one past it.
 fn url_in_path(url: &str) -> Option<usize> {
     if !names_a_file(url) {
         return None;
     }
     // Past the scheme's colon, so its own `://` (`file:///srv`) is not found.
     let after_scheme = url.find(':')? + 1;
-    let at = after_scheme + url[after_scheme..].find("://")?;
+    let path_end = url.find(['?', '#']).unwrap_or(url.len());
+    let at = after_scheme + url[after_scheme..path_end].find("://")?;
     let start = url[..at]
         .char_indices()
         .rev()
@@ -124,6 +132,26 @@ fn url_in_path(url: &str) -> Option<usize> {
         .map_or(0, |(before, c)| before + c.len_utf8());
     // The scheme's colon ends the run, so the URL before it is never empty.
     Some(start.max(after_scheme))
+}
+
+/// Where the piece of the query or fragment of `url`, a URL naming a file, that holds a
+/// `://` starts: from there on, everything is hidden.
+///
+/// Read as pieces of a query, a value holding a URL may be hidden (`?password=x://y`)
+/// and the rest of that URL's password after an `&` taken for a key (`?mode=h://u:p&ss@h`
+/// has the key `ss@h`); read as a URL of its own, the pieces after it are read as its
+/// host or path (`?mode=h://u:p@h&pass=z`): each reading shows what the other hides.
+fn url_in_query(url: &str) -> Option<usize> {
+    if !names_a_file(url) {
+        return None;
+    }
+    let query = url.find(['?', '#'])? + 1;
+    let at = query + url[query..].find("://")?;
+    // Pieces end at `&` and, past a query, at its fragment's `#`; a later `?` is a piece's.
+    let piece = url[query..at]
+        .rfind(['&', '#'])
+        .map_or(query, |end| query + end + 1);
+    Some(piece)
 }
 
 /// The scheme and the userinfo of `url` with its password hidden, and the rest of `url`
@@ -544,10 +572,7 @@ mod tests {
                 "file:///srv/a@b/https://u:***@h/v1",
             ),
             ("FILE:/x;postgres://s3@h/db", "FILE:/x;postgres://***@h/db"),
-            (
-                "sqlite:x.db?mode=ro,https://h/v1?key=s3",
-                "sqlite:x.db?mode=ro,https://h/v1?key=***",
-            ),
+            ("sqlite:x.db?mode=ro,https://h/v1?key=s3", "sqlite:x.db?***"),
             (
                 "file:/a,file:/b@c,redis://u:s3@h",
                 "file:/a,file:/b@c,redis://u:***@h",
@@ -558,6 +583,33 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_in_the_query_of_a_file_url_is_hidden_from_its_piece_on() {
+        // 3c408ba read a `://` in the query of a `file:` or `sqlite:` URL as the start of
+        // a URL of its own, shown as such: a hidden value holding one (a password with
+        // `://`) was shown from its scheme on, and the `&` pieces after a URL in a shown
+        // value, read as that URL's host, were shown too. Read as query pieces alone, a
+        // password holding an `&` would show its rest as a key (`ss@h=...`).
+        let cases = [
+            ("sqlite:a.db?password=x://s3&mode=ro", "sqlite:a.db?***"),
+            ("sqlite:a.db?key=s3://s3", "sqlite:a.db?***"),
+            ("sqlite:a.db#pw=s3://s3", "sqlite:a.db#***"),
+            ("sqlite:a.db?mode=https://u:s3@h&pass=s3", "sqlite:a.db?***"),
+            ("sqlite:a.db?mode=h://u:s3&s3@h/x?db=s3", "sqlite:a.db?***"),
+            ("file:/x?cache=s3://h/s3", "file:/x?***"),
+            (
+                "sqlite:a.db?mode=ro#https://u:s3@h",
+                "sqlite:a.db?mode=ro#***",
+            ),
+            ("sqlite:a.db?mode=ro&x=s3://s3", "sqlite:a.db?mode=ro&***"),
+            ("sqlite:a.db#a?b=s3://s3", "sqlite:a.db#***"),
+            ("file:/x?https://u:s3@h/?pass=s3", "file:/x?***"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
         }
     }
 
@@ -793,8 +845,17 @@ mod tests {
             url.push_str(pick(&["", "", "#insecure"]));
             let shown = redact_url(&url);
             assert!(!shown.contains(['Q', 'Ŝ']), "{url} shown as {shown}");
-            // After a path shown whole, in one argument.
-            let after = format!("{}{url}", pick(&["file:/x,", "sqlite://a@b.db;", "file:"]));
+            // After a path shown whole, in one argument, or in its query.
+            let after = format!(
+                "{}{url}",
+                pick(&[
+                    "file:/x,",
+                    "sqlite://a@b.db;",
+                    "file:",
+                    "sqlite:a.db?mode=",
+                    "file:/x?",
+                ])
+            );
             let shown = redact_url(&after);
             assert!(!shown.contains(['Q', 'Ŝ']), "{after} shown as {shown}");
         }
