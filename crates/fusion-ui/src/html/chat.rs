@@ -232,6 +232,10 @@ impl ChatEnd {
     /// the user typed was lost from the page.
     pub(crate) fn unsent(mut self, message: Option<&str>) -> Self {
         if let Some(message) = message {
+            // A failure's text most often ends without a full stop ("... HTTP 400").
+            if !self.summary.ends_with(['.', '!', '?']) {
+                self.summary.push('.');
+            }
             self.summary
                 .push_str(" Your message was not sent: it is shown above, to copy and send again.");
             self.unsent = Some(message.to_string());
@@ -316,5 +320,28 @@ mod tests {
              token limit."
         );
         assert!(finished(Some("content_filter")).ends_with("content filter stopped it."));
+    }
+
+    /// Found by a review of dcce4d6: the note ran on from a failure's text, which most
+    /// often ends without a full stop ("... the database is down Your message was not
+    /// sent").
+    #[test]
+    fn the_note_on_an_unsent_message_starts_a_sentence_of_its_own() {
+        let summary = |outcome: Outcome| {
+            ChatEnd::new("k-4", &outcome, None)
+                .unsent(Some("hi"))
+                .summary
+        };
+        assert_eq!(
+            summary(Outcome::Failed(
+                "cannot open the session: the database is down".into()
+            )),
+            "The turn failed: cannot open the session: the database is down. Your message \
+             was not sent: it is shown above, to copy and send again."
+        );
+        assert!(
+            summary(Outcome::Stopped).contains("not stored. Your message was not sent:"),
+            "one full stop"
+        );
     }
 }
