@@ -363,6 +363,20 @@ fn bounded(output: String, max: usize) -> String {
     kept
 }
 
+/// The JSON object inside `arguments` when a server encoded them twice (a JSON string
+/// holding the object: `"{\"path\": \"a\"}"`), which is what a call runs with unless
+/// its tool's schema takes a string; `None` for any other text. Later requests, the text
+/// ReAct rendering of a native call and the summary's transcript show a call so, as run.
+pub(crate) fn object_encoded_twice(arguments: &str) -> Option<String> {
+    if !arguments.trim_start().starts_with('"') {
+        return None;
+    }
+    let inner = serde_json::from_str::<String>(arguments).ok()?;
+    let is_object = inner.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(&inner).is_ok();
+    is_object.then_some(inner)
+}
+
 /// `text`, cut to [`QUOTE_MAX_CHARS`] characters.
 fn quote(text: &str) -> String {
     match text.char_indices().nth(QUOTE_MAX_CHARS) {

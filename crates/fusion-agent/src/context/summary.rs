@@ -137,7 +137,10 @@ fn transcript<'m>(
                 }
                 for call in &message.tool_calls {
                     let label = format!("Assistant called {}", call.name);
-                    push_line(&mut out, &label, &call.arguments, TOOL_TEXT_CAP);
+                    // A call a server encoded twice shown with the object it ran with.
+                    let arguments = crate::executor::object_encoded_twice(&call.arguments);
+                    let arguments = arguments.as_deref().unwrap_or(&call.arguments);
+                    push_line(&mut out, &label, arguments, TOOL_TEXT_CAP);
                 }
             }
         }
@@ -264,5 +267,25 @@ mod tests {
         let text = &job.request[1].content;
         assert!(text.contains(&format!("[... {} more bytes]", long.len() - TOOL_TEXT_CAP)));
         assert!(text.contains("Assistant called t: {}"));
+    }
+
+    /// Found by a review of 84e989d: the transcript showed a call whose arguments a
+    /// server encoded twice as the string, not the object it ran with.
+    #[test]
+    fn the_transcript_shows_a_call_encoded_twice_with_the_object_it_ran_with() {
+        let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
+        let messages = [
+            ChatMessage::assistant_with_tool_calls(
+                "",
+                vec![ToolCall::new("a", "read_file", twice)],
+            ),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("b", "t", r#""[1]""#)]),
+        ];
+        let text = transcript(None, messages.iter());
+        assert!(
+            text.contains("Assistant called read_file: {\"path\": \"a.txt\"}\n"),
+            "{text}"
+        );
+        assert!(text.contains("Assistant called t: \"[1]\"\n"), "{text}");
     }
 }

@@ -336,9 +336,13 @@ fn as_react_text(message: &ChatMessage) -> ChatMessage {
         if !text.is_empty() {
             text.push('\n');
         }
+        // A call a server encoded twice ran with the object inside: shown so, as the
+        // format asks an input to be written.
+        let arguments = crate::executor::object_encoded_twice(&call.arguments);
         text.push_str(&format!(
             "Action: {}\nAction Input: {}",
-            call.name, call.arguments
+            call.name,
+            arguments.as_deref().unwrap_or(&call.arguments)
         ));
     }
     ChatMessage::assistant(text)
@@ -579,5 +583,30 @@ mod tests {
         assert!(view.iter().all(|m| m.role != Role::Tool));
         let bare = [ChatMessage::user("hi")];
         assert_eq!(view_of(&bare, Some("FORMAT"))[0].content, "FORMAT");
+    }
+
+    /// Found by a review of 84e989d: a native call whose arguments a server encoded twice
+    /// ran with the object inside and goes back so in native requests, but text mode
+    /// rendered it `Action Input: "{\"path\":\"a\"}"`, a string where the format
+    /// asks for the object (and the model copies the history's form).
+    #[test]
+    fn text_mode_shows_a_call_encoded_twice_with_the_object_it_ran_with() {
+        let twice = serde_json::to_string(r#"{"path":"a"}"#).unwrap();
+        let history = [
+            ChatMessage::user("read a"),
+            ChatMessage::assistant_with_tool_calls(
+                "",
+                vec![ToolCall::new("a", "read_file", twice)],
+            ),
+            ChatMessage::tool_result("a", "inside a"),
+        ];
+        let view = view_of(&history, Some("FORMAT"));
+        assert!(
+            view[2]
+                .content
+                .ends_with("Action: read_file\nAction Input: {\"path\":\"a\"}"),
+            "{}",
+            view[2].content
+        );
     }
 }

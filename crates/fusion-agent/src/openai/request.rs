@@ -164,20 +164,15 @@ struct WireCallFunction<'a> {
 /// (unless the tool's schema takes a string), so that object is what goes back: sent as
 /// `{}`, the history would show the call run without its arguments.
 fn sendable_arguments(arguments: &str) -> Cow<'_, str> {
-    let is_object = |text: &str| {
-        text.trim_start().starts_with('{')
-            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
-    };
-    if is_object(arguments) {
+    let is_object = arguments.trim_start().starts_with('{')
+        && serde_json::from_str::<serde::de::IgnoredAny>(arguments).is_ok();
+    if is_object {
         return Cow::Borrowed(arguments);
     }
-    if arguments.trim_start().starts_with('"')
-        && let Ok(inner) = serde_json::from_str::<String>(arguments)
-        && is_object(&inner)
-    {
-        return Cow::Owned(inner);
+    match crate::executor::object_encoded_twice(arguments) {
+        Some(inner) => Cow::Owned(inner),
+        None => Cow::Borrowed("{}"),
     }
-    Cow::Borrowed("{}")
 }
 
 #[derive(Serialize)]
