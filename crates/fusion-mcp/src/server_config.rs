@@ -74,9 +74,10 @@ fn host_name(url: &str) -> String {
 }
 
 /// `word` without the user and password of a URL in it (all that comes before the `@`
-/// ending the URL's authority), nor its query and fragment, for naming a server; as it is
-/// without one, or with an `=`, which no name is read from (`NAME=VALUE`, see
-/// [`command_line::derive_name`]) and which it must keep.
+/// ending the URL's authority), nor its query, for naming a server; as it is without one,
+/// or with an `=`, which no name is read from (`NAME=VALUE`, see
+/// [`command_line::derive_name`]) and which it must keep. Its fragment is kept: a git
+/// URL's ref (`git+https://github.com/org/repo.git#v1`), part of the name it always had.
 ///
 /// Not [`fusion_core::redact_url`], which keeps a user (`https://ghp_TOKEN:x@host`, a
 /// token where a user goes) and reads every `@` as the end of a password, one in the path
@@ -90,8 +91,7 @@ fn without_userinfo(word: &str) -> std::borrow::Cow<'_, str> {
     };
     let start = scheme + 3;
     let rest = &word[start..];
-    let rest = &rest[..rest.find(['?', '#']).unwrap_or(rest.len())];
-    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
     let no_port = |authority: &str| {
         !authority.starts_with('[')
             && authority
@@ -99,11 +99,16 @@ fn without_userinfo(word: &str) -> std::borrow::Cow<'_, str> {
                 .is_some_and(|(_, port)| !port.bytes().all(|b| b.is_ascii_digit()))
     };
     let host_at = match authority.rfind('@') {
-        Some(at) => Some(at + 1),
-        None if no_port(authority) => rest.rfind('@').map(|at| at + 1),
-        None => None,
+        Some(at) => at + 1,
+        None if no_port(authority) => (rest[..rest.find(['?', '#']).unwrap_or(rest.len())])
+            .rfind('@')
+            .map_or(0, |at| at + 1),
+        None => 0,
     };
-    format!("{}{}", &word[..start], &rest[host_at.unwrap_or(0)..]).into()
+    let located = &rest[host_at..];
+    let (located, fragment) = located.split_at(located.find('#').unwrap_or(located.len()));
+    let path = &located[..located.find('?').unwrap_or(located.len())];
+    format!("{}{path}{fragment}", &word[..start]).into()
 }
 
 /// Whether `word` is an `http://` or `https://` URL, its scheme in any case (`HTTPS://`),
@@ -513,8 +518,43 @@ mod tests {
             ("docker -H tcp://engine:2375 run -i mcp/github", "github"),
             // A credential the name never showed keeps it as it was.
             ("npx git+https://ghp_TOK3N@github.com/org/repo", "repo"),
+            // A git URL's ref, its fragment (npm's `#branch`, `#semver:`).
+            (
+                "npx git+https://github.com/org/repo.git#main",
+                "repo_git_main",
+            ),
+            (
+                "npx git+https://github.com/org/repo#semver:1.0",
+                "repo_semver_1",
+            ),
+            (
+                "npx git+https://ghp_TOK3N@github.com/org/repo.git#v2",
+                "repo_git_v2",
+            ),
+            // Other launchers and programs, a Windows path among them.
+            (
+                "docker run -i --rm -e GITHUB_PERSONAL_ACCESS_TOKEN ghcr.io/github/github-mcp-server",
+                "github-mcp-server",
+            ),
+            (
+                "python -m mcp_server_time --local-timezone=Europe/Paris",
+                "mcp_server_time",
+            ),
+            ("uv --directory /home/me/weather run weather.py", "weather"),
+            ("uv run --with mcp[cli] mcp run server.py", "mcp_cli"),
+            ("bunx @scope/pkg@1.0", "pkg"),
+            ("deno run -A npm:@scope/server@1.2", "server_1"),
+            ("deno run -A https://deno.land/x/mcp/server.ts", "mcp"),
+            ("node C:/Users/me/weather/build/index.js", "weather"),
+            (
+                r#""C:\Program Files\nodejs\node.exe" 'C:\servers\weather\index.js'"#,
+                "weather",
+            ),
         ] {
             assert_eq!(name(line), was, "{line}");
+            // The name it had before its URLs were read without their credentials.
+            let words = command_line::split(line).unwrap();
+            assert_eq!(command_line::derive_name(&words[0], &words[1..]), was);
         }
         for (line, named) in [
             ("npx git+https://ghp_TOK3N@github.com", "github"),
