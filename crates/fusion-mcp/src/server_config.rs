@@ -83,8 +83,9 @@ fn host_name(url: &str) -> String {
 /// token where a user goes) and reads every `@` as the end of a password, one in the path
 /// too (`git+https://github.com/org/repo@v1`, a version), whose name would change: a
 /// server's name prefixes every tool name, stored in its sessions. An authority whose
-/// `:` is followed by no port (`https://u:pa/ss@host`) is a password holding a `/`: it
-/// ends at the last `@`.
+/// `:` is followed by no port (`https://u:pa/ss@host`, `https://u:pa?ss@host`) is a
+/// password holding a `/`, `?` or `#`: it ends at the last `@`, a query's or fragment's
+/// too.
 fn without_userinfo(word: &str) -> std::borrow::Cow<'_, str> {
     let Some(scheme) = word.find("://").filter(|_| !word.contains('=')) else {
         return word.into();
@@ -100,9 +101,7 @@ fn without_userinfo(word: &str) -> std::borrow::Cow<'_, str> {
     };
     let host_at = match authority.rfind('@') {
         Some(at) => at + 1,
-        None if no_port(authority) => (rest[..rest.find(['?', '#']).unwrap_or(rest.len())])
-            .rfind('@')
-            .map_or(0, |at| at + 1),
+        None if no_port(authority) => rest.rfind('@').map_or(0, |at| at + 1),
         None => 0,
     };
     let located = &rest[host_at..];
@@ -565,6 +564,11 @@ mod tests {
             ("uvx git+https://oauth2:TOK3N@gitlab.com", "gitlab"),
             ("npx https://ghp_TOK3N:x@mcp.example.com", "mcp_example"),
             ("npx git+https://u:pa/TOK3N@github.com", "github"),
+            // A password holding a `?` or `#`, written unescaped.
+            ("npx git+https://u:pa?TOK3N@github.com/org/repo", "repo"),
+            ("npx git+https://u:pa#TOK3N@github.com/org/repo", "repo"),
+            ("npx git+https://u:pa/TOK3N?x@github.com/org/repo", "repo"),
+            ("npx https://u:TOK3N#x@github.com", "github"),
             ("npx https://host.example/pkg?TOK3N", "pkg"),
         ] {
             assert_eq!(name(line), named, "{line}");
