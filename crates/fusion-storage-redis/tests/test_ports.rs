@@ -6,7 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{PortRange, TEST_PORTS, env_url};
+use common::two_nodes::Node;
+use common::{NO_HANG, PortRange, TEST_PORTS, env_url, redis_server_on_path, wait_until};
 use fusion_core::testkit::port::reserve_port;
 
 /// Found by a review: a range's ports were handed out once each, never given back, so a
@@ -37,5 +38,44 @@ fn a_port_of_the_range_is_handed_out_again_once_dropped() {
             "port {port} was handed out while held"
         );
         drop(held);
+    }
+}
+
+/// Found by a second review: a dropped node was killed (tokio's `kill_on_drop`) but not
+/// waited for, so its ports went back to the range (or their reservation ended) while
+/// it was still exiting, and its directory was named after its port
+/// (`fusion-cluster-growth-PORT`), shared with the next node given that port, of this
+/// run or another. Once a node has dropped, its process is gone, its ports are free and
+/// its directory removed; two nodes never share a directory.
+#[tokio::test]
+async fn a_dropped_node_has_exited_and_left_its_ports_and_directory_free() {
+    let Some(binary) = redis_server_on_path() else {
+        fusion_core::testkit::unavailable::<()>("redis_cluster", "install redis-server");
+        return;
+    };
+    for round in 0..3 {
+        let (node, other) = (Node::start(&binary), Node::start(&binary));
+        assert_ne!(
+            node.dir.path(),
+            other.dir.path(),
+            "two nodes share a directory"
+        );
+        let up = wait_until(NO_HANG, || async { node.conn().await.is_ok() }).await;
+        assert!(up, "the node on port {} never answered", node.port);
+        let pid = node.process.id().expect("the node runs");
+        let (port, bus_port) = (node.port, node.bus_port);
+        let dir = node.dir.path().to_path_buf();
+        drop(node);
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "round {round}: the dropped node (pid {pid}) has not exited yet"
+        );
+        for port in [port, bus_port] {
+            assert!(
+                std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+                "round {round}: port {port} of the dropped node is still taken"
+            );
+        }
+        assert!(!dir.exists(), "round {round}: {} is left", dir.display());
     }
 }

@@ -477,20 +477,21 @@ impl PortRange {
 /// A disposable `redis-server` on a loopback port of its own ([`test_port`]), without
 /// persistence, with the configuration a test gives it (`--maxmemory 1mb`,
 /// `--requirepass ...`); each [`start`](Self::start) runs it (again, on the same port),
-/// killed when its handle drops, even if the test panics. For cases that change a
+/// killed and waited for when its handle drops, even if the test panics. For cases that change a
 /// server's state or configuration, which the shared server at `REDIS_URL` must never see.
 pub struct Throwaway {
     binary: std::path::PathBuf,
     pub port: u16,
-    /// The port's reservation: no other test draws it while this lives, also while the
-    /// server is down between two [`start`](Self::start)s.
-    _reserved: TestPort,
     /// `redis://127.0.0.1:PORT`.
     pub url: String,
     config: Vec<String>,
     /// The server's working directory, of its own: nothing it saves (`DEBUG RELOAD`)
-    /// lands in the crate, and it never loads a `dump.rdb` another run left there.
-    dir: std::path::PathBuf,
+    /// lands in the crate, and it never loads a `dump.rdb` another run or server left
+    /// there. Removed when this drops.
+    pub dir: cluster_node::PrivateDir,
+    /// The port's reservation: no other test draws it while this lives, also while the
+    /// server is down between two [`start`](Self::start)s.
+    _reserved: TestPort,
 }
 
 impl Throwaway {
@@ -508,8 +509,7 @@ impl Throwaway {
         };
         let reserved = test_port();
         let port = reserved.port;
-        let dir = std::env::temp_dir().join(format!("fusion-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("creating the server's directory");
+        let dir = cluster_node::PrivateDir::new("fusion-redis");
         Some(Self {
             binary,
             port,
@@ -520,28 +520,25 @@ impl Throwaway {
         })
     }
 
-    /// Starts the server and waits (up to 10 s) until it answers.
-    pub async fn start(&self) -> tokio::process::Child {
+    /// Starts the server and waits (up to 10 s) until it answers. The server is killed,
+    /// and waited for, when the returned handle drops (before this does, which gives
+    /// its port back).
+    pub async fn start(&self) -> cluster_node::Reaped {
         let child = tokio::process::Command::new(&self.binary)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(self.dir.path())
             .args(&self.config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
             .expect("starting redis-server");
+        let child = cluster_node::Reaped::new(child);
         let up = wait_until(Duration::from_secs(10), || answers(&self.url)).await;
         assert!(up, "redis-server on port {} never answered", self.port);
         child
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

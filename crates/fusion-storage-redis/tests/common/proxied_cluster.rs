@@ -8,31 +8,23 @@
 //! `redis-server` on `PATH` (skips without it, or fails under `FUSION_REQUIRE_BACKENDS`);
 //! the server is killed when the case ends.
 
-use std::path::PathBuf;
-
+use super::cluster_node::{self, PrivateDir, Reaped};
+use super::{NO_HANG, TestPort, redis_server_on_path, test_port, wait_until};
 use async_trait::async_trait;
 use fusion_core::testkit::faults::{FaultProxy, LosesRepliesThrough, ReplyFault};
 use fusion_core::testkit::{StorageHarness, unavailable};
 use fusion_storage_redis::{RedisOptions, RedisStorage};
-use tokio::process::Child;
 
-use super::{NO_HANG, TestPort, cluster_node, redis_server_on_path, test_port, wait_until};
-
-/// A one-node cluster behind a proxy; the node dies and its directory goes with it.
+/// A one-node cluster behind a proxy; the node is killed and waited for, then its
+/// directory goes, then its ports (fields drop in this order).
 pub struct ProxiedCluster {
     pub proxy: FaultProxy,
     /// `redis+cluster://` at the proxy's address.
     pub url: String,
-    _node: Child,
-    dir: PathBuf,
-    /// The node's port and bus port, reserved while it lives (after `_node`: dropped last).
+    _node: Reaped,
+    _dir: PrivateDir,
+    /// The node's port and bus port, reserved while it lives (dropped last).
     _ports: [TestPort; 2],
-}
-
-impl Drop for ProxiedCluster {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 #[async_trait]
@@ -59,18 +51,19 @@ pub async fn proxied_cluster() -> Option<ProxiedCluster> {
     let ports = [test_port(), test_port()];
     let (port, bus_port) = (ports[0].port, ports[1].port);
     let proxy = FaultProxy::start(format!("127.0.0.1:{port}")).await;
-    let dir = cluster_node::fresh_dir("fusion-exactly-once-cluster", port);
-    let node = cluster_node::command(&binary, port, bus_port, &dir)
+    let dir = PrivateDir::new("fusion-exactly-once-cluster");
+    let node = cluster_node::command(&binary, port, bus_port, dir.path())
         .args(["--cluster-announce-ip", "127.0.0.1"])
         .args(["--cluster-announce-port", &proxy.addr().port().to_string()])
         .spawn()
         .expect("starting redis-server");
+    let node = Reaped::new(node);
     let direct = format!("redis://127.0.0.1:{port}");
     let cluster = ProxiedCluster {
         url: format!("redis+cluster://{}", proxy.addr()),
         proxy,
         _node: node,
-        dir,
+        _dir: dir,
         _ports: ports,
     };
     let up = wait_until(NO_HANG, || async {

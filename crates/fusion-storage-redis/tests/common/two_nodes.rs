@@ -1,27 +1,21 @@
 //! Throwaway cluster nodes a test starts itself (`redis-server --cluster-enabled yes` on
 //! ports of their own): [`Node`], and [`TwoNodes`], a cluster that grows onto its second node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use super::cluster_node::{self, PrivateDir, Reaped};
+use super::{NO_HANG, TestPort, test_port, wait_until};
 use redis::aio::MultiplexedConnection;
-use tokio::process::Child;
 
-use super::{NO_HANG, TestPort, cluster_node, test_port, wait_until};
-
-/// One node of the throwaway cluster; killed, and its directory removed, when dropped.
+/// One node of the throwaway cluster; when dropped, killed and waited for, then its
+/// directory removed, then its ports given back (fields drop in this order).
 pub struct Node {
     pub port: u16,
     pub bus_port: u16,
-    pub process: Child,
-    dir: PathBuf,
-    /// Its port and bus port, reserved while it lives (after `process`: dropped last).
+    pub process: Reaped,
+    pub dir: PrivateDir,
+    /// Its port and bus port, reserved while it lives (dropped last).
     _ports: [TestPort; 2],
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Node {
@@ -34,11 +28,12 @@ impl Node {
     pub fn start_with(binary: &Path, config: &[&str]) -> Node {
         let ports = [test_port(), test_port()];
         let (port, bus_port) = (ports[0].port, ports[1].port);
-        let dir = cluster_node::fresh_dir("fusion-cluster-growth", port);
-        let process = cluster_node::command(binary, port, bus_port, &dir)
+        let dir = PrivateDir::new("fusion-cluster-growth");
+        let process = cluster_node::command(binary, port, bus_port, dir.path())
             .args(config)
             .spawn()
             .expect("starting redis-server");
+        let process = Reaped::new(process);
         Node {
             port,
             bus_port,
