@@ -254,6 +254,23 @@ impl Error {
         }
     }
 
+    /// Ends the message of `self` with `note` where it has a message of its own
+    /// ([`Error::Backend`], [`Error::Llm`]), and says whether it did: the variant,
+    /// [`is_retryable`](Self::is_retryable) and the source to downcast stay as they were,
+    /// so callers matching on any of them are unaffected, where wrapping the error would
+    /// change its variant. Any other error is left as it is (an [`Error::Io`]'s text is
+    /// its path and the OS error's, and rebuilding its `io::Error` would lose the OS error
+    /// code), for the caller to say the note another way.
+    pub fn push_note(&mut self, note: &str) -> bool {
+        match self {
+            Error::Backend { message, .. } | Error::Llm { message, .. } => {
+                message.push_str(note);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// An [`Error::Corrupt`] for one session of one backend.
     pub fn corrupt(
         backend: &'static str,
@@ -286,6 +303,23 @@ impl Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_note_goes_into_an_error_with_a_message_of_its_own_and_keeps_its_kind() {
+        let mut backend = Error::backend("redis", "connection reset", true, "reset");
+        assert!(backend.push_note(" (after 3 attempts)"));
+        assert_eq!(
+            backend.to_string(),
+            "redis: connection reset (after 3 attempts)"
+        );
+        assert!(backend.is_retryable());
+        assert!(std::error::Error::source(&backend).is_some());
+
+        let mut io = Error::io("/x", std::io::Error::other("disk on fire"));
+        let before = io.to_string();
+        assert!(!io.push_note(" (after 3 attempts)"));
+        assert_eq!(io.to_string(), before);
+    }
 
     #[test]
     fn messages_name_backend_and_session() {

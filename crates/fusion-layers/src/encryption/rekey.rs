@@ -85,30 +85,17 @@ pub(crate) async fn rekey_store(
 /// The error `err` of `session_id`, where a store's rekey stopped after `before` sessions,
 /// saying so when it does not already: a backend's error (a connection dropped midway)
 /// names no session, and the counts of what was done are lost with the `Ok`. The note goes
-/// into its message, as the retry layer's count of attempts does: same variant, same
-/// [`is_retryable`](Error::is_retryable), same source. The other errors a rekey meets name
-/// their session.
-fn stopped_at(err: Error, session_id: &str, before: usize) -> Error {
-    match err {
-        Error::Backend {
-            backend,
-            mut message,
-            retryable,
-            source,
-        } => {
-            message.push_str(&format!(
-                " (the rekey stopped at session \"{session_id}\", after {before} other \
-                 sessions; run it again to go on: it skips what is done)"
-            ));
-            Error::Backend {
-                backend,
-                message,
-                retryable,
-                source,
-            }
-        }
-        other => other,
+/// into its message ([`Error::push_note`]), as the retry layer's count of attempts does.
+/// The other errors a rekey meets name their session.
+fn stopped_at(mut err: Error, session_id: &str, before: usize) -> Error {
+    if matches!(err, Error::Backend { .. }) {
+        let sessions = if before == 1 { "session" } else { "sessions" };
+        err.push_note(&format!(
+            " (the rekey stopped at session \"{session_id}\", after {before} other \
+             {sessions}; run it again to go on: it skips what is done)"
+        ));
     }
+    err
 }
 
 /// The id of the key a rekey writes with; a layer without keys has none to write with.

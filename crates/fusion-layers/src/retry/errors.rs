@@ -19,55 +19,21 @@ impl Retrying {
 
     /// `err`, the error of the last of `attempts` attempts, saying how many were made.
     ///
-    /// The count goes into the error's own message, where it has one ([`Error::Backend`]
-    /// and [`Error::Llm`]): same variant, same [`is_retryable`](Error::is_retryable), same
-    /// source to downcast, so callers that match on any of them are unaffected, and a
-    /// program that shows the error (the `fusion` command) shows it once. Wrapping the
-    /// error would change its variant. Any other error (an [`Error::Io`], whose text is
-    /// its path and the OS error's) is returned as it is, and the count logged at `WARN`
-    /// beside it: rebuilding its `io::Error` to reword it would lose the OS error code.
-    pub(super) fn gave_up(&self, operation: &str, attempts: u32, err: Error) -> Error {
-        let note = format!(" (after {attempts} attempts)");
-        match err {
-            Error::Backend {
-                backend,
-                mut message,
-                retryable,
-                source,
-            } => {
-                message.push_str(&note);
-                Error::Backend {
-                    backend,
-                    message,
-                    retryable,
-                    source,
-                }
-            }
-            Error::Llm {
-                mut message,
-                status,
-                retryable,
-                source,
-            } => {
-                message.push_str(&note);
-                Error::Llm {
-                    message,
-                    status,
-                    retryable,
-                    source,
-                }
-            }
-            other => {
-                tracing::warn!(
-                    backend = self.inner.backend_name(),
-                    operation,
-                    attempts,
-                    error = self.text(&other),
-                    "storage call failed on every attempt; giving up"
-                );
-                other
-            }
+    /// The count goes into the error's own message where it has one
+    /// ([`Error::push_note`]), so a program that shows the error (the `fusion` command)
+    /// shows it once; any other error (an [`Error::Io`]) is returned as it is, and the
+    /// count logged at `WARN` beside it.
+    pub(super) fn gave_up(&self, operation: &str, attempts: u32, mut err: Error) -> Error {
+        if !err.push_note(&format!(" (after {attempts} attempts)")) {
+            tracing::warn!(
+                backend = self.inner.backend_name(),
+                operation,
+                attempts,
+                error = self.text(&err),
+                "storage call failed on every attempt; giving up"
+            );
         }
+        err
     }
 
     /// The retryable error saying whether a write (`operation` of `session_id`) applied
