@@ -71,7 +71,7 @@ pub(super) fn short_of_acks(
 /// retryable: a refusal that lasts (an index key of another type) fails the retry too, and
 /// one short of replica acknowledgements is not retried, the write it follows having been
 /// stored.
-pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion_core::Error {
+pub(super) fn stored_before(mut err: fusion_core::Error, applied: Applied) -> fusion_core::Error {
     let said = match (applied, err.is_retryable()) {
         (Applied::Stored, true) => {
             "the session's write itself was stored, only its index entries may not be: a \
@@ -105,20 +105,10 @@ pub(super) fn stored_before(err: fusion_core::Error, applied: Applied) -> fusion
              taking the id out of the indexes failed (listings skip it meanwhile)"
         }
     };
-    match err {
-        fusion_core::Error::Backend {
-            backend,
-            message,
-            retryable,
-            source,
-        } => fusion_core::Error::Backend {
-            backend,
-            message: format!("{message}; {said}"),
-            retryable,
-            source,
-        },
-        other => other,
+    if matches!(err, fusion_core::Error::Backend { .. }) {
+        err.push_note(&format!("; {said}"));
     }
+    err
 }
 
 /// `err`, met by a step after the script of `op`, a delete (on a cluster: the
