@@ -129,15 +129,107 @@ const CONTAINER_VALUE_OPTIONS: &[&str] = &[
     "--project-name",
 ];
 
+/// Options of `npx`, `npm exec`, `pnpm dlx` and `yarn dlx` whose value is the next word
+/// (`--package pkg`, `--registry URL`): that word is not what is run.
+#[rustfmt::skip]
+const NPM_VALUE_OPTIONS: &[&str] = &[
+    "-p", "--package", "--registry", "--cache", "--userconfig", "--globalconfig", "-c", "--call",
+    "--prefix", "-w", "--workspace", "-C", "--dir",
+];
+
+/// Options of `bunx` and `bun` whose value is the next word.
+#[rustfmt::skip]
+const BUN_VALUE_OPTIONS: &[&str] = &[
+    "-p", "--package", "--cwd", "--env-file", "-r", "--preload", "-c", "--config",
+];
+
+/// Options of `uvx`, `uv run` and `uv tool run` whose value is the next word (`--python
+/// 3.12`, `--from git+https://…`, `--with mcp[cli]`): that word is not what is run.
+#[rustfmt::skip]
+const UV_VALUE_OPTIONS: &[&str] = &[
+    "-p", "--python", "--from", "--with", "--with-editable", "--with-requirements",
+    "--index", "--index-url", "-i", "--extra-index-url", "--default-index", "-f",
+    "--find-links", "--directory", "--project", "--env-file", "--cache-dir", "--config-file",
+    "--package", "--group", "--extra", "-c", "--constraints", "--overrides", "-C",
+    "--config-setting", "--color", "--index-strategy", "--keyring-provider", "--resolution",
+    "--prerelease", "--exclude-newer", "--python-preference", "--link-mode", "-P",
+    "--upgrade-package", "--reinstall-package", "--refresh-package", "--allow-insecure-host",
+];
+
+/// Options of `pipx run` whose value is the next word (`--spec git+https://…`).
+#[rustfmt::skip]
+const PIPX_VALUE_OPTIONS: &[&str] = &[
+    "--spec", "--python", "--index-url", "-i", "--pip-args", "--backend",
+];
+
+/// Options of `node` whose value is the next word (`-r dotenv/config`, `--import tsx`).
+#[rustfmt::skip]
+const NODE_VALUE_OPTIONS: &[&str] = &[
+    "-r", "--require", "--import", "--loader", "--experimental-loader", "--env-file",
+    "-C", "--conditions", "--title", "--input-type",
+];
+
+/// Options of `deno run` whose value is the next word; `--allow-*`, `--env-file` and the
+/// others whose value is optional take it only as `--allow-net=host`, one word.
+#[rustfmt::skip]
+const DENO_VALUE_OPTIONS: &[&str] = &[
+    "-c", "--config", "--import-map", "--cert", "--location", "--seed", "--ext",
+];
+
+/// Options of `python` whose value is the next word. Not `-m`: the module it runs names
+/// the server.
+const PYTHON_VALUE_OPTIONS: &[&str] = &["-W", "-X"];
+
+/// The options of `launcher` whose value is the next word.
+fn value_options(launcher: &str) -> &'static [&'static str] {
+    match launcher {
+        "docker" | "podman" => CONTAINER_VALUE_OPTIONS,
+        "npx" | "npm" | "pnpm" | "yarn" => NPM_VALUE_OPTIONS,
+        "bunx" | "bun" => BUN_VALUE_OPTIONS,
+        "uvx" | "uv" => UV_VALUE_OPTIONS,
+        "pipx" => PIPX_VALUE_OPTIONS,
+        "node" => NODE_VALUE_OPTIONS,
+        "deno" => DENO_VALUE_OPTIONS,
+        "python" | "python3" => PYTHON_VALUE_OPTIONS,
+        _ => &[],
+    }
+}
+
+/// Words in an option's name that say its value may be a secret (`--token TOK3N`,
+/// `--api-key KEY`), read in any case.
+const SECRET_OPTION_WORDS: &[&str] = &[
+    "token",
+    "key",
+    "secret",
+    "password",
+    "passwd",
+    "auth",
+    "credential",
+    "bearer",
+];
+
+/// Whether `word` is an option (`--token`, `-K`) without its value (no `=`) whose name says
+/// its value may be a secret: the next word is then never a name, for any launcher.
+fn names_a_secret(word: &str) -> bool {
+    let name = word.to_ascii_lowercase();
+    word.starts_with('-')
+        && !word.contains('=')
+        && SECRET_OPTION_WORDS
+            .iter()
+            .any(|secret| name.contains(secret))
+}
+
 /// The word of `args` naming what `launcher` runs: the first that is no option, no
 /// sub-command, no option's value and no `NAME=VALUE`. Such an assignment (`docker run -e
 /// TOKEN=ghp_…`) sets a variable, often to a secret, which as the server's name would
-/// prefix every tool name sent to the model and stored in its sessions.
+/// prefix every tool name sent to the model and stored in its sessions; so would an
+/// option's value (`npx --token TOK3N pkg`, `uvx --python 3.12 mcp-server-fetch`).
 fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
     let container = CONTAINER_LAUNCHERS.contains(&launcher);
+    let value_options = value_options(launcher);
     let mut words = args.iter().map(String::as_str);
     while let Some(word) = words.next() {
-        if container && CONTAINER_VALUE_OPTIONS.contains(&word) {
+        if value_options.contains(&word) || names_a_secret(word) {
             words.next();
         } else if container && CONTAINER_COMMAND_GROUPS.contains(&word) {
             continue;

@@ -43,8 +43,9 @@ impl McpServerConfig {
 
     /// A name for this server when none is given: the package, script or image a launcher
     /// like `npx`, `node` or `docker` runs (`server-filesystem`), never a `NAME=VALUE`
-    /// argument (`docker run -e TOKEN=…`), else the program's name, else the URL's host
-    /// (never its user or password). Always a valid tool-name prefix.
+    /// argument (`docker run -e TOKEN=…`) nor an option's value (`uvx --python 3.12 …`,
+    /// `npx --token TOKEN …`), else the program's name, else the URL's host (never its user
+    /// or password). Always a valid tool-name prefix.
     pub fn suggested_name(&self) -> String {
         match self {
             // A URL given as the command names no program: its host names the server.
@@ -499,15 +500,10 @@ mod tests {
             ("node ./server.js", "server"),
             ("/usr/local/bin/my-server --flag", "my-server"),
             ("./bin/weather", "weather"),
-            (
-                "uvx --from git+https://github.com/org/repo@main mcp-server",
-                "repo_main",
-            ),
-            (
-                "pipx run --spec git+https://github.com/x/y.git@v1 y",
-                "y_git_v1",
-            ),
             ("uvx git+https://github.com/org/repo", "repo"),
+            // An `@` in a URL's path, a version, not the end of a password.
+            ("uvx git+https://github.com/org/repo@main", "repo_main"),
+            ("pipx run git+https://github.com/x/y.git@v1", "y_git_v1"),
             ("npx https://github.com/u/repo/tarball/main", "tarball"),
             ("npx -y https://host/pkg.tgz?x=1", "npx"),
             (
@@ -540,7 +536,6 @@ mod tests {
                 "mcp_server_time",
             ),
             ("uv --directory /home/me/weather run weather.py", "weather"),
-            ("uv run --with mcp[cli] mcp run server.py", "mcp_cli"),
             ("bunx @scope/pkg@1.0", "pkg"),
             ("deno run -A npm:@scope/server@1.2", "server_1"),
             ("deno run -A https://deno.land/x/mcp/server.ts", "mcp"),
@@ -572,6 +567,77 @@ mod tests {
             ("npx https://host.example/pkg?TOK3N", "pkg"),
         ] {
             assert_eq!(name(line), named, "{line}");
+        }
+    }
+
+    /// Found by a review: a stdio server was named after the first word that is no
+    /// option, so an option's value became its name, which prefixes every tool name sent
+    /// to the model and stored in its sessions: `npx --token TOK3N pkg` was named
+    /// `TOK3N`, `uvx --python 3.12 mcp-server-fetch` was named `3`. The options of each
+    /// launcher that take a value, and for any launcher an option whose name says its
+    /// value is a secret, skip that value.
+    #[test]
+    fn an_options_value_never_names_a_server() {
+        let name = |line: &str| {
+            let server = McpServerConfig::command_line(line).unwrap();
+            server.suggested_name()
+        };
+        for (line, named) in [
+            ("uvx --python 3.12 mcp-server-fetch", "mcp-server-fetch"),
+            ("uvx -p 3.12 mcp-server-fetch", "mcp-server-fetch"),
+            (
+                "uvx --from git+https://github.com/org/repo@main mcp-server",
+                "mcp-server",
+            ),
+            (
+                "uvx --with httpx --index-url https://pypi.example/simple mcp-server-fetch",
+                "mcp-server-fetch",
+            ),
+            (
+                "uv tool run --with-requirements req.txt --env-file .env mcp-server-fetch",
+                "mcp-server-fetch",
+            ),
+            (
+                "uv run --project /srv/weather --directory /srv weather.py",
+                "weather",
+            ),
+            ("uv run --with mcp[cli] mcp run server.py", "mcp"),
+            ("pipx run --spec git+https://github.com/x/y.git@v1 y", "y"),
+            (
+                "pipx run --python python3.12 --pip-args --no-cache mcp-server-time",
+                "mcp-server-time",
+            ),
+            ("npx --package @scope/server-files files-mcp", "files-mcp"),
+            (
+                "npx -y --registry https://npm.example --cache /c @scope/server-files",
+                "server-files",
+            ),
+            ("bunx -p @scope/pkg pkg-bin", "pkg-bin"),
+            ("node -r dotenv/config --import tsx ./weather.ts", "weather"),
+            ("node --env-file .env build/index.js", "index"),
+            (
+                "deno run --allow-net=api.example -c deno.json server.ts",
+                "server",
+            ),
+            ("python -X utf8 -m mcp_server_time", "mcp_server_time"),
+        ] {
+            assert_eq!(name(line), named, "{line}");
+        }
+        // An option whose name says its value is a secret, for any launcher.
+        for line in [
+            "npx --token TOK3N pkg",
+            "npx -y --api-key TOK3N pkg",
+            "uvx --Auth-Token TOK3N pkg",
+            "pipx run --secret TOK3N pkg",
+            "bunx --password TOK3N pkg",
+            "deno run --bearer TOK3N pkg",
+            "node --credential TOK3N pkg",
+            "docker run --passwd TOK3N -i pkg",
+            "pnpm dlx --npm-TOKEN TOK3N pkg",
+        ] {
+            let named = name(line);
+            assert!(!named.contains("TOK3N"), "{line}: {named}");
+            assert_eq!(named, "pkg", "{line}");
         }
     }
 
