@@ -208,11 +208,13 @@ const SECRET_OPTION_WORDS: &[&str] = &[
     "bearer",
 ];
 
-/// Whether `word` is an option (`--token`, `-K`) without its value (no `=`) whose name says
-/// its value may be a secret: the next word is then never a name, for any launcher.
+/// Whether `word` is an option (`--token`, `--api-key`) without its value (no `=`) whose
+/// name says its value may be a secret: the next word is then never a name, for any
+/// launcher. A negated flag (`--no-auth`) takes no value.
 fn names_a_secret(word: &str) -> bool {
     let name = word.to_ascii_lowercase();
     word.starts_with('-')
+        && !name.starts_with("--no-")
         && !word.contains('=')
         && SECRET_OPTION_WORDS
             .iter()

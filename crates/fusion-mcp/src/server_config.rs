@@ -639,6 +639,12 @@ mod tests {
             assert!(!named.contains("TOK3N"), "{line}: {named}");
             assert_eq!(named, "pkg", "{line}");
         }
+        // A negated flag takes no value: the word after it is the package.
+        assert_eq!(name("npx --no-auth pkg"), "pkg");
+        assert_eq!(
+            name("uvx --no-keyring mcp-server-fetch"),
+            "mcp-server-fetch"
+        );
     }
 
     /// Found by a review: a command line that could not be split into words (an
