@@ -11,7 +11,7 @@ use common::{
     HANG_GUARD, Harness, Spy, assert_every_call_answered, assert_history_consistent, client, roles,
 };
 use fusion_agent::testing::MockReply;
-use fusion_agent::{AgentEvent, Tool, ToolRegistry};
+use fusion_agent::{AgentEvent, TaskResult, Tool, ToolRegistry};
 use fusion_core::Role;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -462,15 +462,7 @@ async fn a_call_whose_arguments_are_null_runs_with_none() {
 /// server writes its calls. The object inside is run, as the model meant it.
 #[tokio::test]
 async fn a_call_whose_arguments_are_encoded_twice_runs_with_the_object_inside() {
-    let h = Harness::new().await;
-    std::fs::write(h.workspace.path().join("a.txt"), "inside a").unwrap();
-    let mut session = h.session().await;
-    let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
-    h.server
-        .push_tool_call("read_file", twice.clone())
-        .push_tool_call("read_file", r#""a.txt""#)
-        .push_text("It says inside a.");
-    let result = session.send_message("Read a.txt").await.unwrap();
+    let (h, twice, result) = a_call_encoded_twice_then_a_bare_string().await;
     assert_eq!(result.steps.len(), 2);
     let step = &result.steps[0];
     assert!(step.success, "{}", step.observation);
@@ -499,15 +491,7 @@ async fn a_call_whose_arguments_are_encoded_twice_runs_with_the_object_inside() 
 /// the server sent it, and a string holding no object still goes as `{}`.
 #[tokio::test]
 async fn a_call_encoded_twice_is_sent_back_with_the_object_that_ran() {
-    let h = Harness::new().await;
-    std::fs::write(h.workspace.path().join("a.txt"), "inside a").unwrap();
-    let mut session = h.session().await;
-    let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
-    h.server
-        .push_tool_call("read_file", twice.clone())
-        .push_tool_call("read_file", r#""a.txt""#)
-        .push_text("It says inside a.");
-    let result = session.send_message("Read a.txt").await.unwrap();
+    let (h, twice, result) = a_call_encoded_twice_then_a_bare_string().await;
     assert!(result.steps[0].success, "{}", result.steps[0].observation);
     let sent = h.request_messages(2);
     let arguments: Vec<&str> = sent
@@ -527,6 +511,22 @@ async fn a_call_encoded_twice_is_sent_back_with_the_object_that_ran() {
         .flat_map(|m| m.tool_calls.iter().map(|call| call.arguments.clone()))
         .collect();
     assert_eq!(stored, [twice.as_str(), r#""a.txt""#]);
+}
+
+/// The turn both tests above read: `read_file` called with its arguments encoded twice
+/// (a JSON string holding the object), then with a bare string holding no object, then
+/// the answer. Returns the harness, the first call's arguments as sent, and the turn.
+async fn a_call_encoded_twice_then_a_bare_string() -> (Harness, String, TaskResult) {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("a.txt"), "inside a").unwrap();
+    let mut session = h.session().await;
+    let twice = serde_json::to_string(r#"{"path": "a.txt"}"#).unwrap();
+    h.server
+        .push_tool_call("read_file", twice.clone())
+        .push_tool_call("read_file", r#""a.txt""#)
+        .push_text("It says inside a.");
+    let result = session.send_message("Read a.txt").await.unwrap();
+    (h, twice, result)
 }
 
 /// A tool written without `async_trait` whose `call` panics before it makes its future
