@@ -462,7 +462,7 @@ async fn a_call_whose_arguments_are_null_runs_with_none() {
 /// server writes its calls. The object inside is run, as the model meant it.
 #[tokio::test]
 async fn a_call_whose_arguments_are_encoded_twice_runs_with_the_object_inside() {
-    let (h, twice, result) = a_call_encoded_twice_then_a_bare_string().await;
+    let (_harness, twice, result) = a_call_encoded_twice_then_a_bare_string().await;
     assert_eq!(result.steps.len(), 2);
     let step = &result.steps[0];
     assert!(step.success, "{}", step.observation);
