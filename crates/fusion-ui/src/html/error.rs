@@ -62,6 +62,19 @@ impl PageError {
             fusion::Error::InvalidSessionId { .. }
             | fusion::Error::InvalidMeta(_)
             | fusion::Error::InvalidQuery(_) => Self::bad_request(err.to_string()),
+            // Its text names a file of the server's: the browser, which may be on
+            // another machine (`--bind` with a token), gets the kind alone; the server's
+            // log gets the whole error, for whoever runs it.
+            fusion::Error::Io { source, .. } => {
+                tracing::error!(error = %fusion_core::redact_text(&err.to_string()), "storage I/O error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!(
+                        "the storage failed: an I/O error ({}); the server's log names the file",
+                        source.kind()
+                    ),
+                )
+            }
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
@@ -197,5 +210,29 @@ mod tests {
                 .status(),
             StatusCode::BAD_REQUEST
         );
+    }
+
+    /// Found by a hunt: the page quoted the I/O error whole, with the server's file path
+    /// in it, to a browser that may be on another machine.
+    #[test]
+    fn an_io_error_is_shown_without_its_path() {
+        let err = fusion::Error::Io {
+            path: "/srv/private/sessions/s1.jsonl".into(),
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        let error = PageError::storage(&err);
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !error.message().contains("/srv/private"),
+            "{}",
+            error.message()
+        );
+        assert!(
+            error.message().contains("permission denied"),
+            "{}",
+            error.message()
+        );
+        let page = error.page().unwrap();
+        assert!(!page.contains("/srv/private"), "{page}");
     }
 }
