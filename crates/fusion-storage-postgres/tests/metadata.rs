@@ -6,12 +6,12 @@
 mod support;
 
 use fusion_core::testkit::StorageHarness;
-use fusion_core::testkit::writes::every_write;
+use fusion_core::testkit::writes::{Expectations, every_write_is_refused};
 use std::time::Duration;
 
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MAX_DATA_BYTES, MetaUpdate,
-    SessionMeta, SessionOrder, SessionQuery,
+    ChatMessage, ConversationStorage, Error, MAX_DATA_BYTES, MetaUpdate, SessionMeta, SessionOrder,
+    SessionQuery,
 };
 use serde_json::json;
 use sqlx::PgConnection;
@@ -224,6 +224,51 @@ async fn damaged_tags_data_or_times_are_corrupt_and_name_their_session() {
     assert_eq!(repaired.meta, SessionMeta::new().owner("o"));
 }
 
+/// Whether `err` is `Error::Corrupt` naming session "damaged" and, in its message, `column`.
+fn corrupt_naming(err: &Error, column: &str) -> bool {
+    matches!(err, Error::Corrupt { session_id, .. } if session_id == "damaged")
+        && err.to_string().contains(column)
+}
+
+/// Runs [`every_write_is_refused`] on session "damaged" of a fresh storage with `column`
+/// set to `value` (each SQL literal), for each of `metas`, and checks every write was
+/// `Error::Corrupt` naming the session and the column and wrote nothing.
+async fn damaged_times_refuse(
+    expectations: Expectations,
+    metas: &[SessionMeta],
+    damages: &[(&str, &str)],
+) {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    let storage = harness.open().await.unwrap();
+    let harness = &harness;
+    for meta in metas {
+        for &(column, value) in damages {
+            let damage = async || {
+                let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
+                sqlx::query(&damage)
+                    .execute(&mut harness.raw().await)
+                    .await
+                    .unwrap();
+            };
+            let rows = async || snapshot(&mut harness.raw().await).await;
+            let refused = |err: &Error| corrupt_naming(err, column);
+            let wrong = every_write_is_refused(
+                &storage,
+                "damaged",
+                meta,
+                expectations,
+                damage,
+                rows,
+                refused,
+            )
+            .await;
+            assert!(wrong.is_empty(), "{meta:?}, {column} = {value}: {wrong:#?}");
+        }
+    }
+}
+
 /// A write to a session whose `created_at` or `updated_at` holds no time a session can
 /// have (infinity, or past `int8` microseconds: a hand edit) is `Error::Corrupt` naming
 /// the session and the column, and writes nothing, as `session_info` reports it: whether
@@ -231,13 +276,7 @@ async fn damaged_tags_data_or_times_are_corrupt_and_name_their_session() {
 /// check) or not (a plain append, which kept an infinite `updated_at`).
 #[tokio::test]
 async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothing() {
-    let Some(harness) = harness().await else {
-        return;
-    };
-    let storage = harness.open().await.unwrap();
     let idle = SessionMeta::new().expiry(fusion_core::Expiry::Idle(Duration::from_secs(3600)));
-    let history = [ChatMessage::user("a"), ChatMessage::user("b")];
-    let mut raw = harness.raw().await;
     let damages = [
         // Found by a review: each failed with a backend error naming no session.
         ("updated_at", "'infinity'"),
@@ -248,54 +287,8 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
         ("created_at", "'-infinity'"),
         ("created_at", "'294260-01-01 00:00:00+00'"),
     ];
-    for meta in [&idle, &SessionMeta::new()] {
-        for (column, value) in damages {
-            storage.delete("damaged").await.unwrap();
-            storage
-                .create_session("damaged", meta, &history)
-                .await
-                .unwrap();
-            let (_, revision) = storage.load_revision("damaged").await.unwrap();
-            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
-            sqlx::query(&damage).execute(&mut raw).await.unwrap();
-            let before = snapshot(&mut raw).await;
-            let since = Expect::UnwrittenSince {
-                revision,
-                since: std::time::SystemTime::now(),
-            };
-            let generation = Expect::Generation(revision.generation);
-            let retitle = MetaUpdate::new().title(Some("t"));
-            let mut writes = every_write(&storage, "damaged", generation).await;
-            writes.push((
-                "update_session",
-                storage.update_session("damaged", &retitle).await.map(drop),
-            ));
-            writes.push((
-                "write_if since",
-                storage
-                    .write_if("damaged", since, Change::Truncate(1))
-                    .await
-                    .map(drop),
-            ));
-            for (what, result) in writes {
-                let Err(err) = result else {
-                    panic!("{column} = {value}, {what}: written");
-                };
-                assert!(
-                    matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
-                    "{column} = {value}, {what}: {err:?}"
-                );
-                assert!(err.to_string().contains(column), "{what}: {err}");
-            }
-            assert_eq!(
-                snapshot(&mut raw).await,
-                before,
-                "{column} = {value}: something was written"
-            );
-            // The messages still load, and a delete clears the session.
-            assert_eq!(storage.load("damaged").await.unwrap().len(), 2);
-        }
-    }
+    let metas = [idle, SessionMeta::new()];
+    damaged_times_refuse(Expectations::Met, &metas, &damages).await;
 }
 
 /// A write whose expectation the session does not meet, and a creation of a session that
@@ -306,66 +299,11 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
 /// (the check's lock converts it) and with `created_at` damaged `Conflict`.
 #[tokio::test]
 async fn refused_writes_to_a_session_whose_times_are_damaged_are_corrupt() {
-    let Some(harness) = harness().await else {
-        return;
-    };
-    let storage = harness.open().await.unwrap();
-    let history = [ChatMessage::user("a"), ChatMessage::user("b")];
-    let mut raw = harness.raw().await;
-    for (column, value) in [
+    let damages = [
         ("created_at", "'infinity'"),
         ("created_at", "'-infinity'"),
         ("created_at", "'294260-01-01 00:00:00+00'"),
         ("updated_at", "'infinity'"),
-    ] {
-        storage.delete("damaged").await.unwrap();
-        let meta = SessionMeta::new();
-        storage
-            .create_session("damaged", &meta, &history)
-            .await
-            .unwrap();
-        let (_, revision) = storage.load_revision("damaged").await.unwrap();
-        let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 'damaged'");
-        sqlx::query(&damage).execute(&mut raw).await.unwrap();
-        let before = snapshot(&mut raw).await;
-        let wrong = Expect::Generation(revision.generation.wrapping_add(1));
-        let mut writes = every_write(&storage, "damaged", wrong).await;
-        // Only the conditional writes and the creations are the ones at issue; the plain
-        // writes stay in as the reference.
-        let stale = fusion_core::Revision {
-            len: revision.len + 1,
-            ..revision
-        };
-        let since = Expect::UnwrittenSince {
-            revision: stale,
-            since: std::time::SystemTime::now(),
-        };
-        for (what, expect) in [
-            ("write_if absent", Expect::Generation(0)),
-            ("write_if exactly", Expect::Exactly(stale)),
-            ("write_if since", since),
-        ] {
-            let change = Change::Append(&history);
-            let result = storage.write_if("damaged", expect, change).await;
-            writes.push((what, result.map(drop)));
-        }
-        let created = storage.create_session("damaged", &meta, &history).await;
-        writes.push(("create_session", created.map(drop)));
-        let times = fusion_core::SessionTimes::new(std::time::UNIX_EPOCH, std::time::UNIX_EPOCH);
-        let created = storage
-            .create_session_with_times("damaged", &meta, &history, times)
-            .await;
-        writes.push(("create_session_with_times", created.map(drop)));
-        for (what, result) in writes {
-            let Err(err) = result else {
-                panic!("{column} = {value}, {what}: written");
-            };
-            assert!(
-                matches!(&err, Error::Corrupt { session_id, .. } if session_id == "damaged"),
-                "{column} = {value}, {what}: {err:?}"
-            );
-            assert!(err.to_string().contains(column), "{what}: {err}");
-        }
-        assert_eq!(snapshot(&mut raw).await, before, "{column} = {value}");
-    }
+    ];
+    damaged_times_refuse(Expectations::Unmet, &[SessionMeta::new()], &damages).await;
 }

@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use fusion_core::testkit::writes::every_write;
+use fusion_core::testkit::writes::{Expectations, every_write_is_refused};
 use fusion_core::{
-    Change, ChatMessage, ConversationStorage, Error, Expect, MessageId, MetaUpdate, SessionOrder,
-    SessionQuery,
+    Change, ChatMessage, ConversationStorage, Error, Expect, MessageId, MetaUpdate, SessionMeta,
+    SessionOrder, SessionQuery,
 };
 use fusion_storage_sqlite::SqliteStorage;
 
@@ -37,14 +37,18 @@ fn is_corrupt<T: std::fmt::Debug>(
     named: bool,
 ) -> bool {
     match result {
-        Err(Error::Corrupt {
-            session_id, detail, ..
-        }) => session_id == "s" && (!named || detail.contains(&format!("`{column}`"))),
+        Err(err) if corrupt_naming(&err, column, named) => true,
         other => {
             eprintln!("{column}: {other:?}");
             false
         }
     }
+}
+
+/// Whether `err` is the corruption of session "s", its detail naming `column` when `named`.
+fn corrupt_naming(err: &Error, column: &str, named: bool) -> bool {
+    matches!(err, Error::Corrupt { session_id, detail, .. }
+        if session_id == "s" && (!named || detail.contains(&format!("`{column}`"))))
 }
 
 /// The calls that read a session's facts: each names the damaged column. The listing is
@@ -152,7 +156,6 @@ async fn snapshot(storage: &SqliteStorage) -> Vec<String> {
 /// reload and retry resolves, as PostgreSQL's test of the same calls says `Corrupt`.
 #[tokio::test]
 async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("updated_at", "'x'"),
         ("updated_at", "x'00'"),
@@ -162,50 +165,28 @@ async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_noth
         ("created_at", "'x'"),
         ("created_at", "-1"),
     ];
+    damaged_times_refuse(Expectations::Met, &cases).await;
+}
+
+/// Runs [`every_write_is_refused`] on session "s" of a fresh storage on both paths with
+/// `column` set to `value` (each SQL literal), and checks every write was corrupt naming
+/// session and column and wrote nothing; then that a delete removes the session.
+async fn damaged_times_refuse(expectations: Expectations, cases: &[(&str, &str)]) {
+    let dir = tempfile::tempdir().unwrap();
     for url in both_paths(dir.path()) {
-        for (column, value) in cases {
+        for &(column, value) in cases {
             let storage = SqliteStorage::connect(&url).await.unwrap();
-            storage.save("s", &turn("one")).await.unwrap();
-            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
-            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
-            let before = snapshot(&storage).await;
-            let (_, revision) = storage.load_revision("s").await.unwrap();
-            let expect = Expect::Generation(revision.generation);
-            let mut writes = every_write(&storage, "s", expect).await;
-            // The two PostgreSQL's test adds: a metadata update (refused already, as it
-            // decodes the facts first) and a write under `UnwrittenSince`.
-            let retag = MetaUpdate::new()
-                .title(Some("t"))
-                .owner(Some("o"))
-                .add_tag("t");
-            writes.push((
-                "update_session",
-                storage.update_session("s", &retag).await.map(drop),
-            ));
-            let since = Expect::UnwrittenSince {
-                revision,
-                since: std::time::SystemTime::now(),
+            let damage = async || {
+                let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
+                sqlx::query(&damage).execute(storage.pool()).await.unwrap();
             };
-            writes.push((
-                "write_if since",
-                storage
-                    .write_if("s", since, Change::Truncate(1))
-                    .await
-                    .map(drop),
-            ));
-            for (write, result) in writes {
-                assert!(
-                    is_corrupt(result, column, true),
-                    "{url}, {column} = {value}: {write}"
-                );
-            }
-            assert_eq!(
-                snapshot(&storage).await,
-                before,
-                "{url}, {column} = {value}"
-            );
-            // Its messages still load, and a delete removes it.
-            assert_eq!(storage.load("s").await.unwrap(), turn("one"), "{url}");
+            let rows = async || snapshot(&storage).await;
+            let refused = |err: &Error| corrupt_naming(err, column, true);
+            let meta = SessionMeta::new();
+            let wrong =
+                every_write_is_refused(&storage, "s", &meta, expectations, damage, rows, refused)
+                    .await;
+            assert!(wrong.is_empty(), "{url}, {column} = {value}: {wrong:#?}");
             storage.delete("s").await.unwrap();
             assert!(storage.session_info("s").await.unwrap().is_none(), "{url}");
             storage.close().await;
@@ -387,63 +368,13 @@ async fn a_newest_first_walk_reports_an_updated_at_out_of_a_cursors_range() {
 /// into `Corrupt`.
 #[tokio::test]
 async fn a_refused_write_to_a_session_whose_times_are_damaged_is_corrupt() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         ("updated_at", "'x'"),
         ("updated_at", "9223372036854775807"),
         ("created_at", "'x'"),
         ("created_at", "-1"),
     ];
-    for url in both_paths(dir.path()) {
-        for (column, value) in cases {
-            let storage = SqliteStorage::connect(&url).await.unwrap();
-            storage.save("s", &turn("one")).await.unwrap();
-            let damage = format!("UPDATE sessions SET {column} = {value} WHERE id = 's'");
-            sqlx::query(&damage).execute(storage.pool()).await.unwrap();
-            let before = snapshot(&storage).await;
-            let (_, revision) = storage.load_revision("s").await.unwrap();
-            let wrong = Expect::Generation(revision.generation.wrapping_add(1));
-            let mut writes = every_write(&storage, "s", wrong).await;
-            let stale = fusion_core::Revision {
-                len: revision.len + 1,
-                ..revision
-            };
-            let since = Expect::UnwrittenSince {
-                revision: stale,
-                since: std::time::SystemTime::now(),
-            };
-            let more = turn("more");
-            for (what, expect) in [
-                ("write_if absent", Expect::Generation(0)),
-                ("write_if exactly", Expect::Exactly(stale)),
-                ("write_if since", since),
-            ] {
-                let result = storage.write_if("s", expect, Change::Append(&more)).await;
-                writes.push((what, result.map(drop)));
-            }
-            let meta = fusion_core::SessionMeta::new();
-            let created = storage.create_session("s", &meta, &more).await;
-            writes.push(("create_session", created.map(drop)));
-            let epoch = std::time::UNIX_EPOCH;
-            let times = fusion_core::SessionTimes::new(epoch, epoch);
-            let created = storage
-                .create_session_with_times("s", &meta, &more, times)
-                .await;
-            writes.push(("create_session_with_times", created.map(drop)));
-            let wrong: Vec<_> = writes
-                .into_iter()
-                .filter_map(|(what, result)| (!is_corrupt(result, column, true)).then_some(what))
-                .collect();
-            assert!(wrong.is_empty(), "{url}, {column} = {value}: {wrong:?}");
-            assert_eq!(
-                snapshot(&storage).await,
-                before,
-                "{url}, {column} = {value}"
-            );
-            storage.close().await;
-            let _ = std::fs::remove_file(dir.path().join("s.db"));
-        }
-    }
+    damaged_times_refuse(Expectations::Unmet, &cases).await;
 }
 
 /// A retried append with ids (every message stored already) on a sound session stores
