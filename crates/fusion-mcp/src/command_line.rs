@@ -7,10 +7,74 @@ use crate::naming;
 /// `"…"` keeps everything but lets `\` escape `"`, `\`, `$` and `` ` ``; outside quotes `\`
 /// escapes any character. No variables, globs or pipes: the words go to the program as
 /// they are. Fails on an unterminated quote or a trailing `\`.
+///
+/// A Windows path written unquoted is read as Windows reads it (see [`windows_program`]
+/// and [`split_words`]): `C:\Program Files\x\server.exe --root D:\data` is the program
+/// `C:\Program Files\x\server.exe` with `--root` and `D:\data`, where a shell would eat
+/// every `\` (`C:Program`, `Filesxserver.exe`), which starts nothing and names the server
+/// after half a path.
 pub fn split(line: &str) -> Result<Vec<String>, String> {
+    match windows_program(line) {
+        Some((program, rest)) => {
+            let mut words = vec![program.to_owned()];
+            words.extend(split_words(rest)?);
+            Ok(words)
+        }
+        None => split_words(line),
+    }
+}
+
+/// Extensions of the programs Windows runs.
+const WINDOWS_PROGRAM_EXTENSIONS: &[&str] = &[".exe", ".com", ".bat", ".cmd"];
+
+/// The program of `line` when it starts with an unquoted Windows path to a program
+/// (`C:\Program Files\x\server.exe`), spaces and all, and the rest of the line: as
+/// Windows reads such a line, the program runs up to the first whitespace-separated piece
+/// ending in a program's extension. Pieces holding a quote or starting with `-` or `/` (an
+/// option) end the search: a path is quoted, or has ended, by then.
+fn windows_program(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim_start();
+    if !starts_with_drive(line) {
+        return None;
+    }
+    let mut start = 0;
+    for piece in line.split_inclusive(char::is_whitespace) {
+        let word = piece.trim_end_matches(char::is_whitespace);
+        let end = start + word.len();
+        let first = start == 0;
+        start += piece.len();
+        if word.is_empty() {
+            continue;
+        }
+        if word.contains(['\'', '"']) || (!first && word.starts_with(['-', '/'])) {
+            return None;
+        }
+        let lower = word.to_ascii_lowercase();
+        if WINDOWS_PROGRAM_EXTENSIONS
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+        {
+            return Some(line.split_at(end));
+        }
+    }
+    None
+}
+
+/// Whether `text` starts with a Windows drive's path (`C:\`).
+fn starts_with_drive(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b':' && bytes[2] == b'\\'
+}
+
+/// [`split`] without the Windows program: a word starting with a drive's path (`C:\x`,
+/// also after `=`, `--root=D:\data`) keeps each `\` that escapes nothing a shell needs
+/// escaped (whitespace, a quote, `\`, `$`, `` ` ``), a path's separator: no shell line
+/// means `C:\x` as `C:x`, and `C:\\x` or `C:\ x` keep their shell reading.
+fn split_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
+    let mut windows_path = false;
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
@@ -18,6 +82,7 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
                 if in_word {
                     words.push(std::mem::take(&mut word));
                     in_word = false;
+                    windows_path = false;
                 }
             }
             '\'' => {
@@ -51,11 +116,18 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
             '\\' => {
                 in_word = true;
                 match chars.next() {
+                    Some(c) if windows_path && !escaped_by_a_shell(c) => {
+                        word.push('\\');
+                        word.push(c);
+                    }
                     Some(c) => word.push(c),
                     None => return Err("the line ends with a lone `\\`".to_owned()),
                 }
             }
             c => {
+                if (word.is_empty() || word.ends_with('=')) && !windows_path {
+                    windows_path = c.is_ascii_alphabetic() && chars.as_str().starts_with(":\\");
+                }
                 in_word = true;
                 word.push(c);
             }
@@ -65,6 +137,12 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
         words.push(word);
     }
     Ok(words)
+}
+
+/// Whether a shell line needs `\` before `c` to keep it in a word: whitespace, a quote,
+/// `\`, `$` or `` ` ``.
+fn escaped_by_a_shell(c: char) -> bool {
+    c.is_whitespace() || matches!(c, '\'' | '"' | '\\' | '$' | '`')
 }
 
 /// Programs that run another program or package named by a later word.
@@ -154,6 +232,8 @@ const UV_VALUE_OPTIONS: &[&str] = &[
     "--config-setting", "--color", "--index-strategy", "--keyring-provider", "--resolution",
     "--prerelease", "--exclude-newer", "--python-preference", "--link-mode", "-P",
     "--upgrade-package", "--reinstall-package", "--refresh-package", "--allow-insecure-host",
+    // `uv run`'s, negated but taking a value all the same (`--no-group dev`).
+    "--only-group", "--no-group", "--no-extra", "--no-binary-package", "--no-build-package",
 ];
 
 /// Options of `pipx run` whose value is the next word (`--spec git+https://…`).
@@ -173,12 +253,13 @@ const NODE_VALUE_OPTIONS: &[&str] = &[
 /// others whose value is optional take it only as `--allow-net=host`, one word.
 #[rustfmt::skip]
 const DENO_VALUE_OPTIONS: &[&str] = &[
-    "-c", "--config", "--import-map", "--cert", "--location", "--seed", "--ext",
+    "-c", "--config", "--import-map", "--cert", "--location", "--seed", "--ext", "-L",
+    "--log-level",
 ];
 
 /// Options of `python` whose value is the next word. Not `-m`: the module it runs names
 /// the server.
-const PYTHON_VALUE_OPTIONS: &[&str] = &["-W", "-X"];
+const PYTHON_VALUE_OPTIONS: &[&str] = &["-W", "-X", "--check-hash-based-pycs"];
 
 /// The options of `launcher` whose value is the next word.
 fn value_options(launcher: &str) -> &'static [&'static str] {
@@ -208,17 +289,56 @@ const SECRET_OPTION_WORDS: &[&str] = &[
     "bearer",
 ];
 
-/// Whether `word` is an option (`--token`, `--api-key`) without its value (no `=`) whose
-/// name says its value may be a secret: the next word is then never a name, for any
-/// launcher. A negated flag (`--no-auth`) takes no value.
+/// Whether `word` is an option (`--token`, `--api-key`, `--npm-TOKEN`) without its value
+/// (no `=`) whose name says its value may be a secret: the next word is then never a name,
+/// for any launcher. Its name's last part (after a `-`, `_`, `.`, `:` or `/`) names the
+/// secret (`token`, `apikey`, `credentials`): a flag merely about one (`--use-token-cache`,
+/// `--token-cache`) takes no value, and the word after it is the package. A negated flag
+/// (`--no-auth`) takes none either.
 fn names_a_secret(word: &str) -> bool {
-    let name = word.to_ascii_lowercase();
+    let name = word.trim_start_matches('-').to_ascii_lowercase();
+    let last = name.rsplit(['-', '_', '.', ':', '/']).next().unwrap_or("");
+    let last = last.strip_suffix('s').unwrap_or(last);
     word.starts_with('-')
-        && !name.starts_with("--no-")
+        && !name.starts_with("no-")
         && !word.contains('=')
         && SECRET_OPTION_WORDS
             .iter()
-            .any(|secret| name.contains(secret))
+            .any(|secret| last.ends_with(secret))
+}
+
+/// Whether `word`, an argument of `launcher`, says the launcher runs code given on the
+/// command line (`python -c CODE`, `python -Ic CODE`, `node -e CODE`, `node --print=CODE`,
+/// `bun --eval CODE`), not a package or a script: code is no name, and may hold a secret
+/// (`-c "connect('postgresql://u:pw@h')"`), so such a server is named after its launcher.
+/// `deno eval` is read by [`launched`], `eval` being a sub-command.
+fn runs_code(launcher: &str, word: &str) -> bool {
+    let eval = |options: &[&str]| {
+        let option = word.split_once('=').map_or(word, |(option, _code)| option);
+        options.contains(&option)
+    };
+    match launcher {
+        "python" | "python3" => python_options_run_code(word),
+        "node" => eval(&["-e", "--eval", "-p", "--print", "-pe"]),
+        "bun" => eval(&["-e", "--eval", "--print"]),
+        _ => false,
+    }
+}
+
+/// Whether `word` is a group of `python`'s one-letter options (`-c`, `-Bc`, `-cCODE`)
+/// holding `-c`: before any option that takes the rest as its value (`-W`, `-X`, `-m`).
+fn python_options_run_code(word: &str) -> bool {
+    let Some(letters) = word.strip_prefix('-').filter(|l| !l.starts_with('-')) else {
+        return false;
+    };
+    for letter in letters.chars() {
+        match letter {
+            'c' => return true,
+            'W' | 'X' | 'm' => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The word of `args` naming what `launcher` runs: the first that is no option, no
@@ -226,12 +346,20 @@ fn names_a_secret(word: &str) -> bool {
 /// TOKEN=ghp_…`) sets a variable, often to a secret, which as the server's name would
 /// prefix every tool name sent to the model and stored in its sessions; so would an
 /// option's value (`npx --token TOK3N pkg`, `uvx --python 3.12 mcp-server-fetch`).
+///
+/// None when the launcher runs code given on the command line ([`runs_code`], `deno
+/// eval`): the server is then named after the launcher.
 fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
     let container = CONTAINER_LAUNCHERS.contains(&launcher);
     let value_options = value_options(launcher);
     let mut words = args.iter().map(String::as_str);
+    let mut first = true;
     while let Some(word) = words.next() {
-        if value_options.contains(&word) || names_a_secret(word) {
+        let deno_eval = launcher == "deno" && first && word == "eval";
+        first &= word.starts_with('-');
+        if deno_eval || runs_code(launcher, word) {
+            return None;
+        } else if value_options.contains(&word) || names_a_secret(word) {
             words.next();
         } else if container && CONTAINER_COMMAND_GROUPS.contains(&word) {
             continue;
@@ -399,5 +527,126 @@ mod tests {
             assert_eq!(name(line), "github", "{line}");
         }
         assert_eq!(name("docker run -i alpine:3"), "alpine");
+    }
+
+    fn name(line: &str) -> String {
+        let w = words(line);
+        derive_name(&w[0], &w[1..])
+    }
+
+    /// Found by a review: an option whose name merely holds a secret's word skipped the
+    /// word after it, so a flag (`npx --use-token-cache pkg`) took the package for its
+    /// value and the server was named after a later word or its launcher.
+    #[test]
+    fn a_flag_about_a_secret_takes_no_value_and_a_secret_option_does() {
+        for line in [
+            "npx --use-token-cache pkg",
+            "npx -y --token-cache pkg",
+            "uvx --keyring-auth-cache pkg --db x",
+            "npx --no-auth pkg",
+        ] {
+            assert_eq!(name(line), "pkg", "{line}");
+        }
+        for line in [
+            "npx --token TOK3N pkg",
+            "npx --api-key TOK3N pkg",
+            "npx --apikey TOK3N pkg",
+            "uvx --github_token TOK3N pkg",
+            "npx --credentials TOK3N pkg",
+            "npx --//registry.npmjs.org/:_authToken TOK3N pkg",
+            "node --AUTH TOK3N pkg",
+        ] {
+            assert_eq!(name(line), "pkg", "{line}");
+        }
+    }
+
+    /// Found by a review: a launcher's value-taking options were known for some of its
+    /// sub-commands only: `uv run --no-group dev server.py` was named `dev`, `deno run -L
+    /// debug server.ts` `debug`.
+    #[test]
+    fn options_of_every_sub_command_skip_their_value() {
+        for (line, named) in [
+            (
+                "uv run --no-group dev --only-group mcp weather.py",
+                "weather",
+            ),
+            ("uv run --no-extra gpu weather.py", "weather"),
+            ("deno run -L debug --allow-net weather.ts", "weather"),
+            ("python --check-hash-based-pycs never weather.py", "weather"),
+            (
+                "docker exec -i -e TOKEN -u app mcp-box node server.js",
+                "mcp-box",
+            ),
+        ] {
+            assert_eq!(name(line), named, "{line}");
+        }
+    }
+
+    /// Found by a review: code given on the command line (`python -c CODE`) named the
+    /// server, a name made of code that may hold a secret: the launcher names it instead.
+    #[test]
+    fn code_given_on_the_command_line_names_nothing() {
+        for (line, named) in [
+            ("python -c 'import srv; srv.run(\"TOK3N\")'", "python"),
+            ("python3 -Bc TOK3N", "python3"),
+            ("python -cTOK3N", "python"),
+            ("python -u -c TOK3N server.py", "python"),
+            ("node -e TOK3N", "node"),
+            ("node --eval=TOK3N", "node"),
+            ("node -p TOK3N x", "node"),
+            ("bun --eval TOK3N", "bun"),
+            ("deno eval TOK3N", "deno"),
+            ("deno -q eval TOK3N", "deno"),
+            // A module, a script, a value of `-X` or `-W`: named as before.
+            ("python -m mcp_server_time", "mcp_server_time"),
+            ("python -X importtime weather.py", "weather"),
+            ("python -Xpycache_prefix=/c weather.py", "weather"),
+            ("deno run eval.ts", "eval"),
+        ] {
+            assert_eq!(name(line), named, "{line}");
+        }
+    }
+
+    /// Found by a review: an unquoted Windows path lost every `\\` to shell escaping, so
+    /// `C:\\Program Files\\x\\server.exe` ran `C:Program` and was named `C_Program`.
+    #[test]
+    fn unquoted_windows_paths_keep_their_backslashes() {
+        assert_eq!(
+            words(r"C:\Program Files\Acme MCP\server.exe --root D:\data\x"),
+            [
+                r"C:\Program Files\Acme MCP\server.exe",
+                "--root",
+                r"D:\data\x"
+            ]
+        );
+        assert_eq!(
+            words(r"  c:\tools\weather.CMD a"),
+            [r"c:\tools\weather.CMD", "a"]
+        );
+        assert_eq!(
+            words(r"node C:\servers\weather\index.js --dir=E:\My\ Files"),
+            ["node", r"C:\servers\weather\index.js", r"--dir=E:\My Files"]
+        );
+        // A shell's escapes keep their meaning, in a Windows path too.
+        assert_eq!(
+            words(r"server C:\\x a\b 'C:\y' C:\ z"),
+            ["server", r"C:\x", "ab", r"C:\y", "C: z"]
+        );
+        // No program's extension, or an option first: only the first word.
+        assert_eq!(
+            words(r"C:\bin\server --x y.exe"),
+            [r"C:\bin\server", "--x", "y.exe"]
+        );
+        for (line, named) in [
+            (
+                r"C:\Program Files\Acme MCP\weather-server.exe --flag",
+                "weather-server",
+            ),
+            (r"C:\tools\weather.bat", "weather"),
+            (r"node C:\servers\weather\build\index.js", "weather"),
+            (r"python D:\mcp\tools\weather.py", "weather"),
+        ] {
+            assert_eq!(name(line), named, "{line}");
+        }
     }
 }
