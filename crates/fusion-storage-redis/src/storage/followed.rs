@@ -26,11 +26,14 @@ pub(super) enum Did {
     Delete,
     /// A delete that found nothing stored under the session's id.
     DeleteOfNothing,
+    /// A purge of expired sessions, which does no harm run again.
+    Purge,
 }
 
 /// The message of `op` when only `got` of the replicas `want` names acknowledged the
 /// primary in time, saying what the write `did` there: a delete is not said to be
-/// stored, nor one that removed nothing to apply twice.
+/// stored, nor one that removed nothing to apply twice, nor a purge to apply twice: it
+/// removes only what is still expired, so running it again does no harm.
 pub(super) fn short_of_acks(
     op: Op<'_>,
     did: Did,
@@ -53,6 +56,12 @@ pub(super) fn short_of_acks(
             "{op}: no session was stored under this id, so the delete removed nothing, but \
              only {got} of {replicas} replicas acknowledged the primary within {timeout:?}: \
              they may miss its earlier writes (not retryable)"
+        ),
+        Did::Purge => format!(
+            "{op}: purged on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would bring back the \
+             expired sessions it removed, for a later purge to remove again (not retryable, \
+             but a purge is safe to run again: it removes only what is still expired)"
         ),
     }
 }

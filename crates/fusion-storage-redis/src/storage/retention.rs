@@ -28,6 +28,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::Value;
 
+use super::followed::Did;
 use super::forget::CLAIM_LEASE;
 use super::index::Gone;
 use super::write::evalsha;
@@ -106,7 +107,7 @@ impl RedisStorage {
             .run_script(self.writing(&scripts::PURGE), &call)
             .await
             .map_err(|err| parse_redis_error(err, op.on_keys(&keys)))
-            .and_then(|acked| self.acknowledged(acked, op))?;
+            .and_then(|acked| self.acknowledged_as(acked, op, |_| Did::Purge))?;
         Ok((purged, looked == limit))
     }
 
@@ -256,7 +257,7 @@ impl RedisStorage {
                         .run_script(self.writing(&scripts::PURGE_ONE), &call)
                         .await
                         .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
-                        .and_then(|acked| self.acknowledged(acked, op));
+                        .and_then(|acked| self.acknowledged_as(acked, op, |_| Did::Purge));
                     (id, swept)
                 }
             })

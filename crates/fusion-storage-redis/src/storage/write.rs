@@ -360,7 +360,7 @@ impl RedisStorage {
     /// [`acknowledged`](Self::acknowledged), the error saying what the write did
     /// (`did`, from its value): a delete is not "stored", and one that found nothing
     /// removed nothing.
-    fn acknowledged_as<T>(
+    pub(super) fn acknowledged_as<T>(
         &self,
         acked: Acked<T>,
         op: Op<'_>,
