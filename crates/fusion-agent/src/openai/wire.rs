@@ -47,7 +47,7 @@ struct WireReply {
 /// its text and other calls with it.
 #[derive(Deserialize)]
 struct WireToolCall {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     id: Option<String>,
     #[serde(default)]
     function: Option<WireFunction>,
@@ -81,6 +81,19 @@ fn lenient_usage<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<WireUsage>, D::Error> {
     let value = Option::<Value>::deserialize(deserializer)?;
     Ok(value.and_then(|value| serde_json::from_value(value).ok()))
+}
+
+/// A call's id: a string as it is, a number as its text (`7` is `"7"`: some servers number
+/// their calls), anything else as no id (a fresh one is made, as for a missing id). A
+/// reply is not thrown away, its text and other calls with it, for the type of an id.
+fn lenient_id<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(deserializer)? {
+        Some(Value::String(id)) => Some(id),
+        Some(Value::Number(id)) => Some(id.to_string()),
+        _ => None,
+    })
 }
 
 /// A token count if the value is one (a whole number from 0 to `u32::MAX`), else none.
@@ -274,7 +287,7 @@ impl WireDelta {
 pub(super) struct WireToolCallDelta {
     #[serde(default)]
     pub index: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_id")]
     pub id: Option<String>,
     #[serde(default)]
     pub function: Option<WireFunctionDelta>,
@@ -387,6 +400,35 @@ mod tests {
             " c1 ",
             "not blank: kept as it is"
         );
+    }
+
+    /// Found by a review: a call whose id was a number (`"id": 7`) failed the whole reply
+    /// as not of the chat-completions shape, its text and other calls lost. The number is
+    /// the id's text; an id of another type is no id, as a missing one.
+    #[test]
+    fn a_call_id_that_is_no_string_keeps_the_reply() {
+        let body = br#"{"choices":[{"message":{"content":"Looking.","tool_calls":[
+            {"id":7,"function":{"name":"ls","arguments":"{}"}},
+            {"id":-1.5,"function":{"name":"ls","arguments":"{}"}},
+            {"id":true,"function":{"name":"ls","arguments":"{}"}},
+            {"id":{"n":1},"function":{"name":"ls","arguments":"{}"}},
+            {"id":null,"function":{"name":"ls","arguments":"{}"}}]}}]}"#;
+        let message = decode_response(body).unwrap().message;
+        assert_eq!(message.content, "Looking.");
+        let ids: Vec<&str> = message.tool_calls.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(&ids[..2], ["7", "-1.5"]);
+        assert!(ids[2..].iter().all(|id| id.starts_with("call_")), "{ids:?}");
+        let chunk =
+            decode_chunk(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":7}]}}]}"#).unwrap();
+        let choices = chunk.choices.unwrap();
+        let pieces = choices[0]
+            .delta
+            .as_ref()
+            .unwrap()
+            .tool_calls
+            .as_ref()
+            .unwrap();
+        assert_eq!(pieces[0].id.as_deref(), Some("7"));
     }
 
     #[test]
