@@ -425,6 +425,40 @@ mod tests {
         assert_eq!(calls[1]["function"]["name"], json!("functions_read_file"));
     }
 
+    /// Found by a review of fc58f90: a call stored with a blank id before new calls got
+    /// fresh ones was sent back with it as stored (ids as stored, the default), its result
+    /// too, which servers refuse. Both go with one replacement id now.
+    #[test]
+    fn a_stored_blank_id_goes_replaced_alike_in_the_call_and_its_result() {
+        let messages = [
+            ChatMessage::assistant_with_tool_calls(
+                "",
+                vec![
+                    ToolCall::new("", "read_file", "{}"),
+                    ToolCall::new(" ", "read_file", "{}"),
+                ],
+            ),
+            ChatMessage::tool_result("", "a"),
+            ChatMessage::tool_result(" ", "b"),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        for ids in [CallIds::AsStored, CallIds::Portable] {
+            let body: Value =
+                serde_json::from_slice(&encode_request("m", &request, true, false, ids).unwrap())
+                    .unwrap();
+            let calls = &body["messages"][0]["tool_calls"];
+            for (call, result) in [(0, 1), (1, 2)] {
+                let id = calls[call]["id"].as_str().unwrap();
+                assert!(!id.trim().is_empty(), "{ids:?}: {calls}");
+                assert_eq!(body["messages"][result]["tool_call_id"], json!(id));
+            }
+            assert_ne!(calls[0]["id"], calls[1]["id"]);
+        }
+    }
+
     #[test]
     fn tools_are_sent_only_in_native_mode() {
         let request = ChatRequest {

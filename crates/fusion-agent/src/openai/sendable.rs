@@ -104,11 +104,15 @@ pub(super) enum CallIds {
 }
 
 impl CallIds {
-    /// `id` as sent.
+    /// `id` as sent. A blank id (`""`, `" "`) goes as [`sendable_call_id`] makes it in
+    /// either case: it names no call, and servers refuse a result whose id is blank
+    /// (Anthropic's pattern), so one stored before new calls got fresh ids in place of
+    /// blank ones (`wire::call_id`) failed every later request. Made from the id alone,
+    /// the call and its result still carry one id, the same in every request.
     pub(super) fn send(self, id: &str) -> Cow<'_, str> {
         match self {
-            Self::AsStored => Cow::Borrowed(id),
-            Self::Portable => Cow::Owned(sendable_call_id(id)),
+            Self::AsStored if !id.trim().is_empty() => Cow::Borrowed(id),
+            Self::AsStored | Self::Portable => Cow::Owned(sendable_call_id(id)),
         }
     }
 }
@@ -337,18 +341,16 @@ mod tests {
 
     /// Found by a review of ef3fd2f: Kimi K2 reads its history's ids as its calls'
     /// headers (`functions.read_file:0`), so servers running it natively got every past
-    /// call mangled. By default ids go as stored, whatever they hold.
+    /// call mangled. By default ids go as stored, whatever they hold, but for a blank
+    /// one, which names no call (fc58f90) and is sent as a portable id.
     #[test]
     fn by_default_ids_are_sent_as_stored() {
         let long = "c".repeat(MAX_ID_CHARS + 1);
-        for id in [
-            "functions.read_file:0",
-            "call 0",
-            "",
-            "call_0",
-            long.as_str(),
-        ] {
+        for id in ["functions.read_file:0", "call 0", "call_0", long.as_str()] {
             assert_eq!(CallIds::AsStored.send(id), id);
+        }
+        for blank in ["", " ", "\t"] {
+            assert_eq!(CallIds::AsStored.send(blank), sendable_call_id(blank));
         }
     }
 }
