@@ -70,7 +70,9 @@ pub(crate) fn cut_because(finish_reason: Option<&str>) -> Option<&'static str> {
 pub struct Step {
     /// The tool the model called.
     pub tool: String,
-    /// The arguments exactly as the model wrote them (possibly invalid JSON).
+    /// The arguments exactly as the model wrote them (possibly invalid JSON); but a
+    /// text-mode action's bare text input given to the tool's one string property
+    /// (`Action Input: notes.txt`) is the object the tool got (`{"path":"notes.txt"}`).
     pub arguments: String,
     /// What the model was shown: the tool's output or an `Error: ...` explanation.
     pub observation: String,

@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, field, info, info_span, trace};
 
 use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest, Gate};
 use crate::tools::registry::ToolRegistry;
-use crate::tools::schema::check_and_fit_arguments;
+use crate::tools::schema::{bare_text_property, check_and_fit_arguments};
 
 /// How long one tool call may run unless configured otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -241,6 +241,32 @@ impl ToolExecutor {
             None => result,
         };
         (result, approval)
+    }
+
+    /// The arguments of a text-mode action whose input is bare text (`Action Input:
+    /// notes.txt`) or one JSON string (`"notes.txt"`): an object giving the text to the
+    /// tool's one string property ([`bare_text_property`]), what the model meant. Any
+    /// other input is returned as it is: JSON, text that begins like an object or array
+    /// (JSON the model got wrong, never a value), or text for a tool without such a
+    /// property, which [`execute`](Self::execute) refuses as not JSON, showing the schema.
+    pub(crate) fn react_arguments(&self, tool: &str, input: String) -> String {
+        let text = match serde_json::from_str::<Value>(&input) {
+            Ok(Value::String(text)) if object_encoded_twice(&input).is_none() => text,
+            Ok(_) => return input,
+            Err(_) if input.trim_start().starts_with(['{', '[']) => return input,
+            Err(_) => input.clone(),
+        };
+        let Some(tool) = self.tools.get(tool) else {
+            return input;
+        };
+        // User code: a panic is reported when the call is prepared, as for any call.
+        let Ok(schema) = std::panic::catch_unwind(AssertUnwindSafe(|| tool.parameters())) else {
+            return input;
+        };
+        match bare_text_property(&schema) {
+            Some(name) => serde_json::json!({ name: text }).to_string(),
+            None => input,
+        }
     }
 
     /// The tool and its checked arguments, or the observation saying what is wrong.

@@ -139,6 +139,47 @@ async fn text_mode_reports_tool_errors_as_observations() {
     );
 }
 
+/// Found by a review: a bare `Action Input: notes.txt` (no JSON) was refused as not JSON
+/// even for a tool whose one required property takes that text. It is given to that
+/// property now (so is a JSON string); a tool with two required properties still gets an
+/// observation showing its schema.
+#[tokio::test]
+async fn a_bare_text_input_goes_to_the_tools_one_string_property() {
+    let h = Harness::new().await;
+    std::fs::write(h.workspace.path().join("notes.txt"), "buy milk").unwrap();
+    let mut session = text_session(&h).await;
+    h.server
+        .push_text("Action: read_file\nAction Input: notes.txt")
+        .push_text("Action: read_file\nAction Input: \"notes.txt\"")
+        .push_text("Action: write_file\nAction Input: notes.txt")
+        .push_text("Action: read_file\nAction Input: {\"path\": notes.txt}")
+        .push_text("Final Answer: buy milk");
+    let result = session.send_message("What is in notes.txt?").await.unwrap();
+    assert_eq!(result.steps.len(), 4);
+    for read in &result.steps[..2] {
+        assert!(read.success, "{}", read.observation);
+        assert!(
+            read.observation.contains("buy milk"),
+            "{}",
+            read.observation
+        );
+        assert_eq!(read.arguments, r#"{"path":"notes.txt"}"#);
+    }
+    for refused in &result.steps[2..] {
+        assert!(!refused.success);
+        assert!(
+            refused.observation.contains("are not valid JSON")
+                && refused.observation.contains("\"required\""),
+            "{}",
+            refused.observation
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(h.workspace.path().join("notes.txt")).unwrap(),
+        "buy milk"
+    );
+}
+
 /// A text-mode reply stopped by the output token limit may end inside its action's input
 /// (or before it began, read as `{}`): the action is not run, whatever the input reads
 /// as, and the model is told why.

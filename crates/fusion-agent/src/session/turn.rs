@@ -399,6 +399,7 @@ impl AgentSession {
                 let id = reply.ensure_id().clone();
                 self.persist(vec![reply]).await?;
                 // Text mode has no call ids; this one only links the step to its log lines.
+                let input = self.shared.executor.react_arguments(&tool, input);
                 let call = ToolCall::new(format!("react_{iteration}"), tool, input);
                 announce(events, iteration, &call);
                 let outcome = match cut {

@@ -8,7 +8,8 @@
 //! `properties`; every `required` property is present; each declared property has one of
 //! its declared `type`s and, when given, one of its `enum` values (numbers compared by
 //! value, as JSON Schema does: `2.0` is `2`); with `"additionalProperties": false`, no
-//! undeclared property appears.
+//! undeclared property appears. A schema of one value rather than an object (`{"type":
+//! "string", "enum": [...]}`) has the arguments checked as a declared property is.
 //!
 //! The executor checks with [`check_and_fit_arguments`], which in the same walk writes an
 //! integral number a property takes as `"integer"` (`2.0`) as an integer (`2`): the tool
@@ -25,26 +26,19 @@ pub fn check_arguments(schema: &Value, args: &Value) -> Result<(), String> {
 
 /// [`check_arguments`], also writing each integral float checked against `"integer"` as an
 /// integer; on `Err`, `args` may be partly rewritten.
-pub(crate) fn check_and_fit_arguments(schema: &Value, args: &mut Value) -> Result<(), String> {
-    let Some(schema) = schema.as_object() else {
+pub(crate) fn check_and_fit_arguments(declared: &Value, args: &mut Value) -> Result<(), String> {
+    let Some(schema) = declared.as_object() else {
         // A tool without a usable schema accepts anything; the tool itself decides.
         return Ok(());
     };
     let wants_object = schema.get("type").and_then(Value::as_str) == Some("object")
         || schema.contains_key("properties");
     if !wants_object {
-        return match schema.get("type") {
-            Some(ty) if !matches_type(ty, args) => Err(format!(
-                "expected {} but got {}",
-                type_names(ty),
-                kind(args)
-            )),
-            Some(ty) => {
-                fit_integer(ty, args);
-                Ok(())
-            }
-            None => Ok(()),
-        };
+        // Arguments that are one value (`{"type": "string", "enum": [...]}`) are checked as
+        // a property is, so that such a schema's `enum` holds as a property's does.
+        let mut problems = Vec::new();
+        check_value("the arguments", declared, args, &mut problems);
+        return verdict(problems);
     }
     let Value::Object(args) = args else {
         return Err(format!("expected a JSON object but got {}", kind(args)));
@@ -68,7 +62,12 @@ pub(crate) fn check_and_fit_arguments(schema: &Value, args: &mut Value) -> Resul
     }
     for (name, value) in args.iter_mut() {
         match properties.get(name) {
-            Some(declared) => check_property(name, declared, value, &mut problems),
+            Some(declared) => check_value(
+                &format!("property `{name}`"),
+                declared,
+                value,
+                &mut problems,
+            ),
             None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
                 let known: Vec<&str> = properties.keys().map(String::as_str).collect();
                 problems.push(format!(
@@ -79,6 +78,36 @@ pub(crate) fn check_and_fit_arguments(schema: &Value, args: &mut Value) -> Resul
             None => {}
         }
     }
+    verdict(problems)
+}
+
+/// The property a tool's bare text input (`Action Input: notes.txt`, no JSON) stands for:
+/// the one `required` property, else the one declared property, when it takes a string.
+/// `None` when the schema names no such single property (the text is then refused as
+/// not JSON, with the schema, for the model to write an object).
+pub(crate) fn bare_text_property(schema: &Value) -> Option<&str> {
+    let properties = schema.get("properties").and_then(Value::as_object)?;
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let name = match required[..] {
+        [name] => name,
+        [] if properties.len() == 1 => properties.keys().next()?.as_str(),
+        _ => return None,
+    };
+    let takes_text = properties
+        .get(name)?
+        .get("type")
+        .is_none_or(|ty| matches_type(ty, &Value::String(String::new())));
+    takes_text.then_some(name)
+}
+
+/// `Ok` without problems, else every problem in one message.
+fn verdict(problems: Vec<String>) -> Result<(), String> {
     if problems.is_empty() {
         Ok(())
     } else {
@@ -86,11 +115,13 @@ pub(crate) fn check_and_fit_arguments(schema: &Value, args: &mut Value) -> Resul
     }
 }
 
-fn check_property(name: &str, declared: &Value, value: &mut Value, problems: &mut Vec<String>) {
+/// Checks `value` against `declared` (its `type`, then its `enum`), pushing a problem
+/// about `subject` (`property `path``, or `the arguments` for a schema of one value).
+fn check_value(subject: &str, declared: &Value, value: &mut Value, problems: &mut Vec<String>) {
     if let Some(ty) = declared.get("type") {
         if !matches_type(ty, value) {
             problems.push(format!(
-                "property `{name}` must be {} but is {}",
+                "{subject} must be {} but is {}",
                 type_names(ty),
                 kind(value)
             ));
@@ -102,10 +133,7 @@ fn check_property(name: &str, declared: &Value, value: &mut Value, problems: &mu
         && !allowed.iter().any(|one| same_json(one, value))
     {
         let allowed: Vec<String> = allowed.iter().map(Value::to_string).collect();
-        problems.push(format!(
-            "property `{name}` must be one of {}",
-            allowed.join(", ")
-        ));
+        problems.push(format!("{subject} must be one of {}", allowed.join(", ")));
     }
 }
 
@@ -409,6 +437,26 @@ mod tests {
             Ok(())
         );
         assert_eq!(top, json!(4));
+    }
+
+    /// Found by a review: a schema of one value (not an object) had its `type` checked
+    /// but not its `enum`, so a model's `"c"` for `{"type": "string", "enum": ["a", "b"]}`
+    /// ran the tool, where the same schema as a property's refused it.
+    #[test]
+    fn a_schema_of_one_value_is_checked_as_a_property_is() {
+        let one_of = json!({"type": "string", "enum": ["a", "b"]});
+        assert_eq!(check_arguments(&one_of, &json!("a")), Ok(()));
+        assert_eq!(
+            check_arguments(&one_of, &json!("c")).unwrap_err(),
+            "the arguments must be one of \"a\", \"b\""
+        );
+        assert_eq!(
+            check_arguments(&one_of, &json!(1)).unwrap_err(),
+            "the arguments must be a string but is a number"
+        );
+        let untyped = json!({"enum": [1, 2]});
+        assert_eq!(check_arguments(&untyped, &json!(2.0)), Ok(()));
+        assert!(check_arguments(&untyped, &json!(3)).is_err());
     }
 
     #[test]
