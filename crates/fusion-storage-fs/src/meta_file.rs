@@ -51,10 +51,13 @@ pub(crate) struct StoredMeta {
 
 /// Reads the metadata file at `path` of session `id`: `None` if there is none, and
 /// [`Error::Corrupt`] naming the file if it is not what [`write()`] writes.
+/// A metadata file that cannot be read (an I/O error) is an [`Error::Io`] that
+/// [`is_unreadable`] tells from every other failure on the same path (its removal, its
+/// replacement).
 pub(crate) fn read(path: &Path, id: &str) -> Result<Option<StoredMeta>> {
     let bytes = match regular_file::read(path) {
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        other => other.at(path)?,
+        other => other.at(path).map_err(mark_unreadable)?,
     };
     decode(&bytes).map(Some).map_err(|why| {
         Error::corrupt(
@@ -68,6 +71,46 @@ pub(crate) fn read(path: &Path, id: &str) -> Result<Option<StoredMeta>> {
             ),
         )
     })
+}
+
+/// The I/O error of a metadata file's read, as its [`Error::Io`] carries it: displayed as
+/// the error it wraps, it marks the failure as a read, so that a purge or a listing can
+/// leave the session out with a warning while a failed removal or write of the same file
+/// (a directory that cannot be written: no session's own damage) fails the call.
+#[derive(Debug)]
+struct Unreadable(io::Error);
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Unreadable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Marks an [`Error::Io`] from a read as [`Unreadable`]; any other error (a file refused
+/// as not regular: [`Error::Corrupt`]) is left as it is.
+fn mark_unreadable(err: Error) -> Error {
+    match err {
+        Error::Io { path, source } => {
+            let kind = source.kind();
+            Error::Io {
+                path,
+                source: io::Error::new(kind, Unreadable(source)),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Whether `err` is the failed read of the metadata file at `path` (see [`read()`]).
+pub(crate) fn is_unreadable(err: &Error, path: &Path) -> bool {
+    matches!(err, Error::Io { path: at, source }
+        if at == path && source.get_ref().is_some_and(|inner| inner.is::<Unreadable>()))
 }
 
 /// Replaces the metadata file at `path` through `temp` (or writes it in place when `temp`

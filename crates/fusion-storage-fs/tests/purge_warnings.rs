@@ -162,3 +162,42 @@ async fn a_session_whose_metadata_file_cannot_be_read_holds_up_no_other_in_a_pur
     let owned = SessionQuery::new().owner("o");
     assert!(storage.list_page(&owned).await.unwrap().sessions.is_empty());
 }
+
+/// Found by a review: a purge took any I/O error on a session's metadata file for one
+/// that cannot be read, its failed removal too (here a directory in its place, which a
+/// read refuses as damage, counting as no metadata, but `unlink` cannot remove), which
+/// came after the session file's: the session, half removed, was warned about as one
+/// whose metadata file cannot be read, and the purge reported success. The failed
+/// removal is now the purge's error, naming the file; the next purge tidies what is left.
+#[tokio::test]
+async fn a_purge_whose_removal_of_a_metadata_file_fails_reports_it() {
+    let logs = logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let meta = SessionMeta::new().expiry(Expiry::At(SystemTime::now() - Duration::from_secs(60)));
+    storage
+        .create_session("rm", &meta, &said("rm"))
+        .await
+        .unwrap();
+    let meta_path = dir.join(".rm.meta");
+    std::fs::remove_file(&meta_path).unwrap();
+    std::fs::create_dir(&meta_path).unwrap();
+
+    let err = storage.purge_expired(10).await.unwrap_err();
+    match &err {
+        fusion_core::Error::Io { path, source } => {
+            assert_eq!(path, &meta_path, "{err}");
+            assert_eq!(source.kind(), std::io::ErrorKind::IsADirectory, "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let text = logs.text();
+    let warned = text.lines().filter(|l| l.contains("session_id=rm "));
+    assert_eq!(warned.count(), 0, "{text}");
+    assert!(!dir.join("rm.jsonl").exists());
+
+    assert_eq!(storage.purge_expired(10).await.unwrap(), 0);
+    assert!(!dir.join(".rm.lock").exists(), "tidied");
+    assert!(storage.list_sessions().await.unwrap().is_empty());
+}

@@ -122,14 +122,16 @@ impl SessionFiles {
         }
     }
 
-    /// Whether `err`, from a call on this session, is an I/O error on its metadata file
-    /// (one that cannot be read: not a damaged one, which reads as none, nor one gone,
-    /// which is none), which a purge needs for the markers a removal names and for the
-    /// expiry of a session whose counters are lost. A purge leaves such a session out
-    /// with a warning, its files and markers as they are, as it does a damaged one, rather
-    /// than fail before every session after it.
+    /// Whether `err`, from a call on this session, is the failed read of its metadata
+    /// file (an I/O error: not a damaged one, which reads as none, nor one gone, which is
+    /// none), which a purge needs for the markers a removal names and for the expiry of a
+    /// session whose counters are lost, and a listing for the session's facts. A purge or
+    /// a listing leaves such a session out with a warning, its files and markers as they
+    /// are, as it does a damaged one, rather than fail before every session after it. A
+    /// failed removal or write of the file is not one: no damage of the session's own (a
+    /// directory that cannot be written), it is the call's error.
     pub(crate) fn is_meta_error(&self, err: &Error) -> bool {
-        matches!(err, Error::Io { path, .. } if *path == self.meta())
+        meta_file::is_unreadable(err, &self.meta())
     }
 
     /// Under the exclusive lock, before a write: removes the session if it has expired,
