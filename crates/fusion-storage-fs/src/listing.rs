@@ -44,7 +44,7 @@ use fusion_core::{
 use crate::error::{BACKEND, IoContext};
 use crate::file_name;
 use crate::index::{CheckedDirs, Kind, Members, Scanned, SetKey, Snapshot, marker_instant};
-use crate::session_files::Directory;
+use crate::session_files::{Directory, SessionFiles};
 
 /// The most members an owner or tag may have for its markers to be read whole.
 const MAX_SET: usize = 5000;
@@ -61,9 +61,11 @@ pub(crate) struct Lister<'a> {
 }
 
 impl Lister<'_> {
-    /// A session's facts; a damaged session is reported and counts as absent here.
+    /// A session's facts; a damaged session, or one whose metadata file cannot be read,
+    /// is reported and counts as absent here.
     fn info(&self, id: &str) -> Result<Option<SessionInfo>> {
-        skip_corrupt(self.at.files(id).info())
+        let files = self.at.files(id);
+        skip_damaged(&files, files.info())
     }
 
     /// One page of `query` (already validated). An index found damaged on the way is
@@ -155,13 +157,15 @@ impl Lister<'_> {
         let mut checked = CheckedDirs::default();
         for id in list_dir(self.at.dir)? {
             let files = self.at.files(&id);
-            let Some((info, stored)) = skip_corrupt(files.stored_info_and_whether_stored())? else {
+            let Some((info, stored)) =
+                skip_damaged(&files, files.stored_info_and_whether_stored())?
+            else {
                 continue;
             };
             // A build refuses no marker (a link at its path or on the way is left as it is,
             // or the marker left out), but a damaged one still damages its session alone.
             let restored = self.restore_markers(&id, &info, &mut checked);
-            if skip_corrupt(restored.map(Some))?.is_none() {
+            if skip_damaged(&files, restored.map(Some))?.is_none() {
                 continue;
             }
             let t = info.updated_at.map_or(0, unix_micros);
@@ -289,7 +293,8 @@ impl Lister<'_> {
             #[cfg(test)]
             FACTS_READ.with(|reads| reads.set(reads.get() + 1));
             let files = self.at.files(&entry.id);
-            let Some((mut info, stored)) = skip_corrupt(files.info_and_whether_stored())? else {
+            let Some((mut info, stored)) = skip_damaged(&files, files.info_and_whether_stored())?
+            else {
                 done.insert(entry.id);
                 continue;
             };
@@ -328,7 +333,7 @@ impl Lister<'_> {
             }
             if updated < place || (!stored.counters && updated != place) {
                 // The line is newer than the session: its write was cut short.
-                match skip_corrupt(files.repair_updated(place)) {
+                match skip_damaged(&files, files.repair_updated(place)) {
                     Ok(Some(repaired)) => info = repaired,
                     Ok(None) => continue,
                     // A directory this process cannot write (a read-only copy or mount)
@@ -391,13 +396,20 @@ fn set_keys(query: &SessionQuery) -> impl Iterator<Item = SetKey<'_>> {
         .chain(query.tag.as_deref().map(SetKey::Tag))
 }
 
-/// A damaged session counts as absent in listings, with a warning.
-fn skip_corrupt<T>(result: Result<Option<T>>) -> Result<Option<T>> {
+/// A damaged session counts as absent in listings (and in an index build), with a
+/// warning, and so does one whose metadata file cannot be read (an I/O error: its owner,
+/// tags and expiry unknown), as a purge leaves both out: one such session never hides
+/// every other. Its own calls report what is wrong with it.
+fn skip_damaged<T>(files: &SessionFiles, result: Result<Option<T>>) -> Result<Option<T>> {
     match result {
         Err(Error::Corrupt {
             session_id, detail, ..
         }) => {
             tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a listing");
+            Ok(None)
+        }
+        Err(err) if files.is_meta_error(&err) => {
+            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (and out of an index built meanwhile: rebuild it once the file reads again)");
             Ok(None)
         }
         other => other,

@@ -95,7 +95,9 @@ impl Retention<'_> {
     /// markers are due are checked; without one (a directory an earlier version wrote
     /// and nothing has listed yet), or with a bucket of markers due that is a symbolic
     /// link (skipped), every session's lock file is read. A session whose
-    /// lock file is damaged is kept: its own calls report the damage.
+    /// lock file is damaged is kept: its own calls report the damage; so is one whose
+    /// expiry is unknown (its counters lost, its metadata file cannot be read), with a
+    /// warning.
     pub(crate) fn without_expired(&self, ids: Vec<String>) -> Result<Vec<String>> {
         let mut suspects = None;
         if self.at.index.is_built() {
@@ -111,13 +113,20 @@ impl Retention<'_> {
         let mut alive = Vec::with_capacity(ids.len());
         for id in ids {
             let suspect = suspects.as_ref().is_none_or(|due| due.contains(&id));
+            let files = self.at.files(&id);
             let expired = match suspect {
-                true => self.at.files(&id).has_expired(),
+                true => files.has_expired(),
                 false => Ok(false),
             };
             match expired {
                 Ok(false) | Err(Error::Corrupt { .. }) => alive.push(id),
                 Ok(true) => {}
+                // Its counters lost, and the metadata file that records its expiry cannot
+                // be read: kept, as a damaged one is, its own calls reporting the error.
+                Err(err) if files.is_meta_error(&err) => {
+                    tracing::warn!(backend = BACKEND, session_id = %id, error = %err, "listing a session whose metadata file cannot be read, its expiry unknown");
+                    alive.push(id);
+                }
                 Err(err) => return Err(err),
             }
         }

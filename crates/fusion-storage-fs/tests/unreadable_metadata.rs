@@ -1,0 +1,93 @@
+//! Listings of a directory where one session's metadata file cannot be read (an I/O
+//! error, not damage): the others are listed all the same.
+#![cfg(unix)]
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use fusion_core::testkit::{all_pages, said};
+use fusion_core::{ConversationStorage, Error, Expiry, SessionMeta, SessionOrder, SessionQuery};
+use fusion_storage_fs::FileSystemStorage;
+
+/// Replaces the file at `path` with a symbolic link to itself, which no open gets past
+/// (`ELOOP`, an I/O error, not damage); returns what it held.
+fn loop_in_place_of(path: &Path) -> Vec<u8> {
+    let held = std::fs::read(path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    std::os::unix::fs::symlink(path, path).unwrap();
+    held
+}
+
+/// The ids of every page of `query`.
+async fn listed(storage: &FileSystemStorage, query: SessionQuery) -> Vec<String> {
+    let mut ids = all_pages(storage, query.limit(1)).await;
+    ids.sort();
+    ids
+}
+
+/// Found by a review: one session whose metadata file could not be read failed every
+/// listing that read its facts (newest first, by id, by owner) and `rebuild_index`,
+/// hiding every other session; and one whose counters were lost too, so that only that
+/// file records its expiry, failed `list_sessions`. A purge already left such a session
+/// out with a warning. Listings now leave it out as they leave out a damaged one, with a
+/// warning, and a build of the index too (rebuilt once the file reads, it is listed
+/// again); `list_sessions` keeps it, its expiry unknown, as it keeps one whose lock file
+/// is damaged, its own calls reporting the error.
+#[tokio::test]
+async fn a_session_whose_metadata_file_cannot_be_read_hides_no_other_in_a_listing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let owned = SessionMeta::new().owner("o");
+    for id in ["a", "b"] {
+        storage.create_session(id, &owned, &said(id)).await.unwrap();
+    }
+    // `c` has expired (a purge is due to remove it), and its counters are lost: its
+    // metadata file alone records that.
+    let expiring = owned
+        .clone()
+        .expiry(Expiry::At(SystemTime::now() - Duration::from_secs(60)));
+    storage
+        .create_session("c", &expiring, &said("c"))
+        .await
+        .unwrap();
+    std::fs::write(dir.join(".c.lock"), "0000000000000042").unwrap();
+    let held: Vec<_> = ["b", "c"]
+        .map(|id| loop_in_place_of(&dir.join(format!(".{id}.meta"))))
+        .into();
+    let newest = || SessionQuery::new();
+    let by_id = || SessionQuery::new().order(SessionOrder::Id);
+    let by_owner = || SessionQuery::new().owner("o");
+
+    for query in [newest(), by_id(), by_owner()] {
+        assert_eq!(listed(&storage, query).await, ["a"]);
+    }
+    let err = storage.session_info("b").await.unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    let mut ids = storage.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+
+    storage.rebuild_index().await.unwrap();
+    for query in [newest(), by_id(), by_owner()] {
+        assert_eq!(listed(&storage, query).await, ["a"]);
+    }
+    let mut ids = storage.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "b", "c"]);
+
+    // Readable again, and the index rebuilt: every session is listed, but `c`, found
+    // expired.
+    for (id, held) in ["b", "c"].into_iter().zip(held) {
+        let meta = dir.join(format!(".{id}.meta"));
+        std::fs::remove_file(&meta).unwrap();
+        std::fs::write(&meta, held).unwrap();
+    }
+    storage.rebuild_index().await.unwrap();
+    for query in [newest(), by_id(), by_owner()] {
+        assert_eq!(listed(&storage, query).await, ["a", "b"]);
+    }
+    let mut ids = storage.list_sessions().await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["a", "b"]);
+}
