@@ -61,6 +61,19 @@ pub(crate) fn is_shared(_metadata: &Metadata) -> bool {
     false
 }
 
+/// Whether `metadata`, of an open file, says it has no name left in any directory (it was
+/// removed while open: what is written to it is lost once it is closed). Never on systems
+/// without link counts in `std` (Windows refuses to remove a file that is open).
+#[cfg(unix)]
+pub(crate) fn is_unlinked(metadata: &Metadata) -> bool {
+    std::os::unix::fs::MetadataExt::nlink(metadata) == 0
+}
+
+#[cfg(not(unix))]
+pub(crate) fn is_unlinked(_metadata: &Metadata) -> bool {
+    false
+}
+
 /// Replaces the file at `path` by a new one that `fill` writes, made at `temp` beside it
 /// ([`create_anew`]): fsynced, renamed over `path`, and the directory synced, so that a
 /// crash leaves the old file or the new one, whole, and the old file's other names (hard

@@ -351,3 +351,33 @@ async fn an_io_error_on_one_of_the_backends_own_files_names_the_call_and_the_ses
     let text = err.to_string();
     assert!(text.contains("append of session \"s2\""), "{text}");
 }
+
+/// Found by a review: a live journal removed by hand while its instance wrote to it went
+/// unnoticed for up to a second (its path is looked at once a second), and the writes of
+/// that second went to the unlinked file, lost when the instance closed it: the index,
+/// still taken for whole, never listed the sessions whose lines they were. The next write
+/// now looks at the open file itself (no name left), marks the index for a rebuild from
+/// the session files, and goes on in a new journal.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_live_journal_removed_by_hand_is_noticed_by_the_next_write() {
+    use fusion_core::SessionQuery;
+    use fusion_core::testkit::{all_pages, said};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    storage.append("a", &said("a")).await.unwrap();
+    assert_eq!(all_pages(&storage, SessionQuery::new()).await, ["a"]);
+    let live = dir.join(".fusion-index/live");
+    for entry in std::fs::read_dir(&live).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    storage.append("b", &said("b")).await.unwrap();
+    drop(storage);
+
+    let storage = FileSystemStorage::connect(&dir).await.unwrap();
+    let mut listed = all_pages(&storage, SessionQuery::new()).await;
+    listed.sort();
+    assert_eq!(listed, ["a", "b"]);
+}

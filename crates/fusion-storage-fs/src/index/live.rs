@@ -321,12 +321,14 @@ impl Live {
     }
 
     /// Whether the file is no longer where it was made (removed with the index, by hand,
-    /// or moved away with its directory, a copy in its place) or has other names too, as
-    /// found at `now` if it was last checked [`RECHECK_US`] before (a `stat` that fails
-    /// is an error, and the next write looks again); [`JournalStatus::InPlace`] otherwise.
+    /// or moved away with its directory, a copy in its place) or has other names too:
+    /// the open file at every write (an `fstat`: unlinked, the lines written to it would be
+    /// lost at its close), its path at `now` if last checked [`RECHECK_US`] before (a
+    /// `stat` that fails is an error, and the next write looks again).
     fn check_since(&mut self, now: i64) -> Result<JournalStatus> {
-        if now.saturating_sub(self.checked_us) < RECHECK_US {
-            return Ok(JournalStatus::InPlace);
+        let open = status(self.file.metadata(), &self.held).at(&self.path)?;
+        if open != JournalStatus::InPlace || now.saturating_sub(self.checked_us) < RECHECK_US {
+            return Ok(open);
         }
         self.look().inspect(|_| self.checked_us = now)
     }
@@ -369,11 +371,16 @@ enum JournalStatus {
     Shared,
 }
 
-/// What a `stat` of a journal's path says of the journal `held`: any failure but no file
-/// or directory there (no permission, EIO) is returned, as a removal it hid would go unseen.
+/// What a `stat` of a journal's path (or of the open file: no name left is removed) says
+/// of the journal `held`: any failure but no file or directory there (no permission, EIO)
+/// is returned, as a removal it hid would go unseen.
 fn status(named: io::Result<fs::Metadata>, held: &fs::Metadata) -> io::Result<JournalStatus> {
     match named {
-        Ok(named) if !super::links::same_file(&named, held) => Ok(JournalStatus::Removed),
+        Ok(named)
+            if !super::links::same_file(&named, held) || crate::own_file::is_unlinked(&named) =>
+        {
+            Ok(JournalStatus::Removed)
+        }
         Ok(named) if crate::own_file::is_shared(&named) => Ok(JournalStatus::Shared),
         Ok(_) => Ok(JournalStatus::InPlace),
         Err(err) => match err.kind() {
@@ -384,16 +391,9 @@ fn status(named: io::Result<fs::Metadata>, held: &fs::Metadata) -> io::Result<Jo
 }
 
 /// Whether the open `file` no longer has a name in any directory.
-#[cfg(unix)]
 pub(crate) fn is_removed(file: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata().is_ok_and(|metadata| metadata.nlink() == 0)
-}
-
-/// Windows refuses to remove a file that is open.
-#[cfg(not(unix))]
-pub(crate) fn is_removed(_file: &File) -> bool {
-    false
+    file.metadata()
+        .is_ok_and(|metadata| crate::own_file::is_unlinked(&metadata))
 }
 
 /// A live journal as a reader or compactor finds it.
