@@ -44,6 +44,7 @@ pub(crate) struct Split {
 /// reads it: an unknown parameter, or one of Fusion's given twice or without a value
 /// ([`split_url_param`] leaves those in), is an [`Error::Config`] naming it.
 pub(crate) fn split(url: &str) -> Result<Split> {
+    check_credentials(url)?;
     let (rest, key_prefix) = split_url_param(url, KEY_PREFIX_PARAM);
     let (driver_url, publish) = split_url_param(&rest, PUBLISH_CHANGES_PARAM);
     check_driver_query(&driver_url, url)?;
@@ -125,6 +126,56 @@ fn check_driver_query(driver_url: &str, url: &str) -> Result<()> {
     Err(bad(url, what))
 }
 
+/// Refuses `url` when its user name or password holds a `/`, `?` or `#` written as it
+/// is. The authority ends at the first of those, so the rest of the password would be
+/// read as the path, the query or the fragment: refused as a database number, as an
+/// unknown query parameter named in the error (a piece of the password shown), or as a
+/// URL the driver cannot parse, none saying what is wrong. An `@` after that character
+/// tells: no path or fragment holds one, and a query only in a value (`key_prefix=me@x`),
+/// its piece holding an `=` before it, with the authority a list of `host[:port]`.
+fn check_credentials(url: &str) -> Result<()> {
+    let Some((_, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let Some(cut) = rest.find(['/', '?', '#']) else {
+        return Ok(());
+    };
+    let (authority, after) = rest.split_at(cut);
+    let Some(at) = after.find('@').filter(|_| !authority.contains('@')) else {
+        return Ok(());
+    };
+    let before_at = &after[..at];
+    let in_a_value = before_at.contains('?')
+        && !before_at.contains('#')
+        && (before_at.rsplit(['?', '&']).next()).is_some_and(|piece| piece.contains('='))
+        && authority.split(',').all(is_host_port);
+    if in_a_value {
+        return Ok(());
+    }
+    let held = after.as_bytes()[0] as char;
+    let code = match held {
+        '/' => "%2F",
+        '?' => "%3F",
+        _ => "%23",
+    };
+    Err(bad(
+        url,
+        format!("the user name or password holds a `{held}`; percent-encode it as {code}"),
+    ))
+}
+
+/// Whether `node` reads as `host[:port]` (a host in brackets for IPv6): what is left of
+/// an authority cut inside a password is `[user]:` and its start, no host and port.
+fn is_host_port(node: &str) -> bool {
+    let after_host = node.rfind(']').map_or(0, |close| close + 1);
+    let (host, port) = match node[after_host..].find(':') {
+        Some(colon) => node.split_at(after_host + colon),
+        None => (node, ":0"),
+    };
+    let port = &port[1..];
+    !host.is_empty() && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// [`Error::Config`] for `url`, shown without its query and password: a parameter's value
 /// is never printed, so a misspelt `pass=` cannot leak one.
 fn bad(url: &str, what: String) -> Error {
@@ -139,6 +190,49 @@ fn bad(url: &str, what: String) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by a review: a `?` or `#` written as it is in a password was refused as an
+    /// unknown query parameter, the rest of the password (`ter2@h1:7000`) named in the
+    /// error, or with "Redis URL did not parse - InvalidClientConfig"; a `/` in that of
+    /// a one-server URL as a bad database number. Each says what to do now, showing no
+    /// piece of the password; an `@` in a query's value is no credential.
+    #[test]
+    fn credentials_holding_a_slash_a_question_mark_or_a_hash_are_refused_by_name() {
+        for (url, held) in [
+            (
+                "redis+cluster://:hun?ter2@h1:7000,h2:7001",
+                "`?`; percent-encode it as %3F",
+            ),
+            (
+                "redis+cluster://u:hun#ter2@h1:7000",
+                "`#`; percent-encode it as %23",
+            ),
+            (
+                "redis+cluster://:hun/ter2@h1:7000",
+                "`/`; percent-encode it as %2F",
+            ),
+            (
+                "redis://:hun?ter2@h:6379/0?protocol=3",
+                "`?`; percent-encode it as %3F",
+            ),
+            ("rediss://u:hun#ter2@h", "`#`; percent-encode it as %23"),
+            ("redis://:hun/ter2@h", "`/`; percent-encode it as %2F"),
+            ("redis://u:123?ter2@h", "`?`; percent-encode it as %3F"),
+            ("redis://:hun?a=ter2@h", "`?`; percent-encode it as %3F"),
+        ] {
+            let text = refusal(url);
+            assert!(text.contains(held), "{url}: {text}");
+            assert!(!text.contains("ter2"), "{url}: {text}");
+        }
+        for url in [
+            "redis://:hun%3Fter2@h:6379",
+            "redis+cluster://:hun%23ter2@h1:7000,h2",
+            "redis://h:6379/0?key_prefix=me@x",
+            "redis+cluster://u:p@h1:7000,[::1]:7001?protocol=3&key_prefix=a@b",
+        ] {
+            apply(url, RedisOptions::new()).unwrap();
+        }
+    }
 
     fn refusal(url: &str) -> String {
         let err = apply(url, RedisOptions::new()).unwrap_err();
