@@ -24,7 +24,7 @@
 /// ```
 pub fn redact_url(url: &str) -> String {
     if let Some(start) = url_in_path(url) {
-        return redact_url(&url[..start]) + &redact_url(&url[start..]);
+        return redact_url(&url[..start]) + &redact_after_path(&url[start..]);
     }
     if let Some(hidden) = url_in_query(url) {
         return redact_url(&url[..hidden]) + "***";
@@ -116,6 +116,11 @@ fn names_a_file(url: &str) -> bool {
 /// may write them): at the scheme before that `://` (letters, digits, `+`, `-`, `.`).
 /// The path is shown whole up to there only: what follows may be a URL with a password.
 ///
+/// A URL written without `://` (`redis:u:p@h`, `//u:p@h`) has none to find: after a `,`,
+/// a `;` or whitespace in the path (which joins two URLs in one argument), a piece
+/// holding an `@` starts another URL too, whose credentials end at that `@`. An `@` with
+/// no such separator before it is the path's (`file:///srv/a@b/x`).
+///
 /// Only a `://` in the path counts: see [`url_in_query`] for one past it.
 fn url_in_path(url: &str) -> Option<usize> {
     if !names_a_file(url) {
@@ -124,14 +129,41 @@ fn url_in_path(url: &str) -> Option<usize> {
     // Past the scheme's colon, so its own `://` (`file:///srv`) is not found.
     let after_scheme = url.find(':')? + 1;
     let path_end = url.find(['?', '#']).unwrap_or(url.len());
-    let at = after_scheme + url[after_scheme..path_end].find("://")?;
-    let start = url[..at]
+    let path = &url[after_scheme..path_end];
+    // The scheme's colon ends the run, so the URL before it is never empty.
+    let scheme_start =
+        (path.find("://")).map(|at| scheme_start(url, after_scheme + at).max(after_scheme));
+    let piece_start = path
+        .char_indices()
+        .find(|&(at, c)| (matches!(c, ',' | ';') || c.is_whitespace()) && path[at..].contains('@'))
+        .map(|(at, c)| after_scheme + at + c.len_utf8());
+    match (scheme_start, piece_start) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Where the scheme ends by the `://` at `at` of `text` starts: after the last character
+/// before it that no scheme holds (letters, digits, `+`, `-`, `.`).
+fn scheme_start(text: &str, at: usize) -> usize {
+    text[..at]
         .char_indices()
         .rev()
         .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
-        .map_or(0, |(before, c)| before + c.len_utf8());
-    // The scheme's colon ends the run, so the URL before it is never empty.
-    Some(start.max(after_scheme))
+        .map_or(0, |(before, c)| before + c.len_utf8())
+}
+
+/// [`redact_url`] of `piece`, the rest of a file's URL from another URL on
+/// ([`url_in_path`]). One written without `://` (`//u:p@h`) may be followed by one with
+/// it (`//u:p@h,https://v:q@g`), which read as one URL would show what comes before its
+/// `://`: when an `@` before it ends the first one's credentials, each is read alone.
+fn redact_after_path(piece: &str) -> String {
+    match piece.find("://").map(|at| scheme_start(piece, at)) {
+        Some(start) if piece[..start].contains('@') => {
+            redact_url(&piece[..start]) + &redact_url(&piece[start..])
+        }
+        _ => redact_url(piece),
+    }
 }
 
 /// Where the piece of the query or fragment of `url`, a URL naming a file, that holds a
@@ -583,6 +615,33 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
             assert!(!redact_url(url).contains("s3"), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_url_without_slashes_after_a_file_url_is_redacted_as_a_url() {
+        // Found by a review: only a `://` split a `file:` or `sqlite:` path, so a URL
+        // written without one after it (`//u:p@h`, `redis:u:p@h`) showed its password.
+        let cases = [
+            ("file:/x,//u:s3@h", "file:/x,//u:***@h"),
+            ("file:/x,redis:u:s3@h", "file:/x,redis:***@h"),
+            ("sqlite:a.db;redis:u:s3@h/0", "sqlite:a.db;redis:***@h/0"),
+            ("file:/a@b/x //u:s3@h", "file:/a@b/x //u:***@h"),
+            ("file:/x,y,//u:pa/s3@h", "file:/x,y,//u:***@h"),
+            (
+                "file:/x,//u:s3@h,https://v:s3@g",
+                "file:/x,//u:***@h,https://v:***@g",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        // An `@` of the path itself, with no separator before it, is shown as before.
+        for url in [
+            "file:///srv/a@b/x.db",
+            "sqlite://./node_modules/@app/x.db,y",
+        ] {
+            assert_eq!(redact_url(url), url);
         }
     }
 

@@ -258,7 +258,7 @@ fn shown_argument(word: &str) -> String {
 /// everything up to its last `@` and every query value after it is hidden: more than a
 /// secret, maybe, never less.
 fn shown_unsplit(line: &str) -> String {
-    let Some(scheme) = line.find("://") else {
+    let Some(scheme) = line.find("://").or_else(|| file_url_with_at(line)) else {
         return shown(line);
     };
     let start = line[..scheme].rfind(char::is_whitespace).map_or(0, |at| {
@@ -271,10 +271,23 @@ fn shown_unsplit(line: &str) -> String {
 
 /// `arg` with the password and query values of a URL in it hidden; as it is without one.
 fn without_url_secrets(arg: &str) -> std::borrow::Cow<'_, str> {
-    match arg.contains("://") {
+    match arg.contains("://") || file_url_with_at(arg).is_some() {
         true => fusion_core::redact_url(arg).into(),
         false => arg.into(),
     }
+}
+
+/// Where a `file:` or `sqlite:` URL (any case) starts in `text` when an `@` follows it: its
+/// path may be followed by a URL written without `://` (`file:/x,redis:u:p@h`, `file:/x,//u:p@h`),
+/// whose credentials [`fusion_core::redact_url`] hides. Other text with an `@` and no
+/// `://` is no URL (`@scope/pkg@1.2`), shown as it is.
+fn file_url_with_at(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    ["file:", "sqlite:"]
+        .iter()
+        .filter_map(|scheme| lower.find(scheme))
+        .min()
+        .filter(|&at| text[at..].contains('@'))
 }
 
 /// `text` (a configured command, an argument) for a message or a log line: each control
@@ -697,5 +710,27 @@ mod tests {
         }
         let err = McpServerConfig::command_line("server 'a b").unwrap_err();
         assert!(err.to_string().contains("`server 'a b`"), "{err}");
+    }
+
+    /// Found by a review: an argument was redacted only when it held a `://`, so a URL
+    /// written without one after a file's path (`file:/x,redis:u:p@h`, `file:/x,//u:p@h`)
+    /// was shown with its password in messages, `Debug` and a line that cannot be split.
+    #[test]
+    fn a_url_without_slashes_after_a_file_path_is_shown_without_its_password() {
+        let config = StdioServerConfig::new("server").args([
+            "file:/x,//u:s3cret@h",
+            "--db=SQLITE:a.db;redis:u:s3cret@h/0",
+            "@scope/pkg@1.2",
+        ]);
+        let shown = config.display_command();
+        assert_eq!(
+            shown,
+            "server file:/x,//u:***@h --db=SQLITE:***@h/0 @scope/pkg@1.2"
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        let line = "server file:/x,redis:u:s3cret@h 'x";
+        let err = McpServerConfig::command_line(line).unwrap_err().to_string();
+        assert!(!err.contains("s3cret") && err.contains("@h"), "{err}");
     }
 }
