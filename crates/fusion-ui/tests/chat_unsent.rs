@@ -26,22 +26,41 @@ use common::send;
 const TYPED: &str = "please keep this question";
 
 /// The memory store, except that the agent cannot open a session (its read of the
-/// history fails), or, with `hold_writes`, that every write waits for good once it has
-/// said so.
+/// history fails), or, with `hold_writes`, that every write waits, once it has said so,
+/// until it is released: then it is stored when `store_when_released` says so, else
+/// refused.
 struct Broken {
     inner: Arc<InMemoryStorage>,
     hold_writes: bool,
+    store_when_released: bool,
     writing: Notify,
+    released: Notify,
 }
 
 impl Broken {
-    /// A write: held for good (it is dropped when the turn stops), or refused.
-    async fn write<T>(&self) -> Result<T> {
-        if self.hold_writes {
-            self.writing.notify_one();
-            std::future::pending::<()>().await;
+    /// A store that cannot open a session (`hold_writes` false), or whose writes wait.
+    async fn over_seeded(hold_writes: bool, store_when_released: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: seeded().await,
+            hold_writes,
+            store_when_released,
+            writing: Notify::new(),
+            released: Notify::new(),
+        })
+    }
+
+    /// Before a write: `Ok` when it is to be stored, once released.
+    async fn hold(&self) -> Result<()> {
+        if !self.hold_writes {
+            return Err(failure("no writes"));
         }
-        Err(failure("no writes"))
+        self.writing.notify_one();
+        self.released.notified().await;
+        if self.store_when_released {
+            Ok(())
+        } else {
+            Err(failure("no writes"))
+        }
     }
 }
 
@@ -70,17 +89,19 @@ impl Intercept for Through {
         Err(failure("the database is down"))
     }
 
-    async fn append(&self, _session_id: &str, _messages: &[ChatMessage]) -> Result<()> {
-        self.0.write().await
+    async fn append(&self, session_id: &str, messages: &[ChatMessage]) -> Result<()> {
+        self.0.hold().await?;
+        self.inner().append(session_id, messages).await
     }
 
     async fn write_if(
         &self,
-        _session_id: &str,
-        _expected: Expect,
-        _change: Change<'_>,
+        session_id: &str,
+        expected: Expect,
+        change: Change<'_>,
     ) -> Result<u64> {
-        self.0.write().await
+        self.0.hold().await?;
+        self.inner().write_if(session_id, expected, change).await
     }
 }
 
@@ -111,11 +132,7 @@ fn gives_it_back(end: &str) {
 
 #[tokio::test]
 async fn a_turn_that_cannot_open_its_session_shows_the_message_it_did_not_send() {
-    let broken = Arc::new(Broken {
-        inner: seeded().await,
-        hold_writes: false,
-        writing: Notify::new(),
-    });
+    let broken = Broken::over_seeded(false, false).await;
     let server = MockLlmServer::start().await;
     let app = app(broken.clone(), &server);
 
@@ -127,23 +144,65 @@ async fn a_turn_that_cannot_open_its_session_shows_the_message_it_did_not_send()
     assert!(!stored.iter().any(|m| m.content == TYPED), "not stored");
 }
 
+/// Stops the turn `turn` while `broken` holds the write of its message, then releases
+/// the write once the turn says it waits for it (or has ended without waiting), and
+/// returns the data of the turn's `end` event.
+async fn stopped_during_the_write(app: &Router, broken: &Broken, turn: &str) -> String {
+    broken.writing.notified().await;
+    let mut events = Events::open(app, &format!("{turn}/events"), None).await;
+    send(app, htmx_post(&format!("{turn}/stop"), "")).await;
+    let seen = loop {
+        let event = events.next().await.expect("the stream ends with `end`");
+        if event.name == "end" || event.data.contains("Stopping: waiting for the storage") {
+            break event;
+        }
+    };
+    broken.released.notify_one();
+    if seen.name == "end" {
+        return seen.data;
+    }
+    events.through_end().await.last().unwrap().data.clone()
+}
+
 #[tokio::test]
 async fn a_turn_stopped_before_its_message_is_stored_shows_it_again() {
-    let broken = Arc::new(Broken {
-        inner: seeded().await,
-        hold_writes: true,
-        writing: Notify::new(),
-    });
+    let broken = Broken::over_seeded(true, false).await;
     let server = MockLlmServer::start().await;
     let app = app(broken.clone(), &server);
 
     let turn = start_turn(&app, "s1", TYPED).await;
-    // The agent is storing the message (the write never returns); Stop drops it.
-    broken.writing.notified().await;
-    send(&app, htmx_post(&format!("{turn}/stop"), "")).await;
-    let end = end_of(&app, &turn).await;
+    // The agent is storing the message; Stop is pressed, then the write is refused.
+    let end = stopped_during_the_write(&app, &broken, &turn).await;
     assert!(end.contains("Stopped."), "{end}");
     gives_it_back(&end);
+    let stored = broken.inner.load("s1").await.unwrap();
+    assert!(!stored.iter().any(|m| m.content == TYPED), "not stored");
+}
+
+/// Found by a hunt: Stop ended the turn at once, and its end was judged against storage
+/// while the write of the message (a task of the agent's, which Stop does not drop) was
+/// still under way: the message was shown as "not sent", then stored; sent again, it was
+/// stored twice.
+#[tokio::test]
+async fn a_message_whose_write_lands_after_stop_is_not_shown_as_unsent() {
+    let broken = Broken::over_seeded(true, true).await;
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    let end = stopped_during_the_write(&app, &broken, &turn).await;
+    assert!(end.contains("Stopped."), "{end}");
+    assert!(!end.contains("not sent"), "{end}");
+    assert!(
+        end.contains(TYPED),
+        "the transcript shows it as stored: {end}"
+    );
+    let stored = broken.inner.load("s1").await.unwrap();
+    assert_eq!(
+        stored.iter().filter(|m| m.content == TYPED).count(),
+        1,
+        "stored once: {stored:?}"
+    );
 }
 
 #[tokio::test]
@@ -244,11 +303,7 @@ async fn a_message_stored_in_a_session_that_shrank_meanwhile_is_not_shown_as_uns
 /// page (a message quoting HTML is never markup) and whole, its lines kept.
 #[tokio::test]
 async fn an_unsent_message_is_shown_escaped_with_its_lines() {
-    let broken = Arc::new(Broken {
-        inner: seeded().await,
-        hold_writes: false,
-        writing: Notify::new(),
-    });
+    let broken = Broken::over_seeded(false, false).await;
     let server = MockLlmServer::start().await;
     let app = app(broken, &server);
 

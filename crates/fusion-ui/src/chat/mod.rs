@@ -9,13 +9,16 @@
 //! answer names the call its card showed (a turn's key is unique across runs of the
 //! server, and each question carries a digest of its call), and Stop cancels the turn as
 //! Ctrl-C does in `fusion chat`: whatever was stored stays stored, a reply cut off
-//! mid-stream is not.
+//! mid-stream is not. A storage write under way when Stop is pressed is waited for
+//! ([`settle`]) before the turn ends, so its end says what storage holds.
 //!
 //! Nothing here renders HTML: `html::chat` turns frames into fragments, `routes::chat`
 //! serves them.
 
+mod settle;
 mod turn;
 
+use settle::settle;
 pub(crate) use turn::{AnswerError, Asked, Frame, Outcome, Turn};
 
 use std::collections::HashMap;

@@ -38,6 +38,9 @@ pub(crate) enum Frame {
     /// The model rejected native tool calling and is asked again with the tools in the
     /// prompt.
     Notice(String),
+    /// Stop was pressed while a storage write of the turn was under way: the turn ends
+    /// once it has (see [`settle`](super::settle)). Not something the agent reported.
+    Settling,
 }
 
 /// Where an approval question stands.
@@ -105,6 +108,9 @@ struct Inner {
     /// What the session held when the turn opened it; `None` until then (and for good
     /// when it could not be opened).
     opened: Option<Opened>,
+    /// Stopped while a storage write was under way that had still not ended when the
+    /// turn gave up waiting for it: it may land later.
+    unsettled: bool,
 }
 
 /// What the session held when a turn opened it.
@@ -187,7 +193,7 @@ impl Turn {
         }
     }
 
-    fn push(&self, frame: Frame) {
+    pub(super) fn push(&self, frame: Frame) {
         {
             let mut inner = self.lock();
             if let Frame::ToolStarted { tool, arguments } = &frame
@@ -295,10 +301,10 @@ impl Turn {
         message.role == Role::User && message.content == self.message
     }
 
-    /// Whether the turn, ended as `outcome` after reporting `frames` frames, left the
-    /// user's message unstored, judged by `stored`, the session's messages as read since
-    /// it ended (`None` when they could not be read). A finished turn, and one that
-    /// reported anything (the model is asked only once the message is stored), stored
+    /// Whether the turn, ended as `outcome`, left the user's message unstored, judged by
+    /// `stored`, the session's messages as read since it ended (`None` when they could
+    /// not be read). A finished turn, and one that reported anything of the agent's (the
+    /// model is asked only once the message is stored), stored
     /// it; one that never opened its session did not; otherwise the message must be
     /// stored now under an id no message with its text had when the session was opened
     /// (the agent gives it a new one). Not by its place: the session may hold fewer
@@ -310,16 +316,15 @@ impl Turn {
     /// The live panel was the only place still showing the text: without this, a turn
     /// stopped at once or failing before the store (the session cannot be opened) lost
     /// the user's message from the page.
-    pub(crate) fn message_unsent(
-        &self,
-        outcome: &Outcome,
-        frames: usize,
-        stored: Option<&[ChatMessage]>,
-    ) -> bool {
-        if matches!(outcome, Outcome::Finished(_)) || frames > 0 {
+    pub(crate) fn message_unsent(&self, outcome: &Outcome, stored: Option<&[ChatMessage]>) -> bool {
+        let inner = self.lock();
+        let reported = inner
+            .frames
+            .iter()
+            .any(|frame| !matches!(frame, Frame::Settling));
+        if matches!(outcome, Outcome::Finished(_)) || reported {
             return false;
         }
-        let inner = self.lock();
         let Some(opened) = &inner.opened else {
             return true;
         };
@@ -331,6 +336,17 @@ impl Turn {
                     None => at >= opened.len,
                 }
         })
+    }
+
+    /// Records that the turn stopped without its storage writes having ended.
+    pub(super) fn gave_up_settling(&self) {
+        self.lock().unsettled = true;
+    }
+
+    /// Whether the turn ended with a storage write still under way, which may land
+    /// later: then that its message is not stored now does not mean it never will be.
+    pub(crate) fn unsettled(&self) -> bool {
+        self.lock().unsettled
     }
 
     /// Asks the turn to stop; `false` when it had already ended.
@@ -418,24 +434,29 @@ async fn drive(
     };
     turn.opened(session.history());
     let mut events = session.send_message_stream(&turn.message);
-    loop {
+    let outcome = loop {
         tokio::select! {
             biased;
-            // Dropping the stream (on return) cancels the turn, as Ctrl-C in `fusion chat`:
+            // Dropping the stream (below) cancels the turn, as Ctrl-C in `fusion chat`:
             // what was stored stays stored, a reply cut off mid-stream is not stored.
-            () = turn.stop.notified() => return Outcome::Stopped,
+            () = turn.stop.notified() => break Outcome::Stopped,
             event = events.next() => match event {
-                Some(Ok(AgentEvent::Finished(result))) => return Outcome::Finished(result),
+                Some(Ok(AgentEvent::Finished(result))) => break Outcome::Finished(result),
                 Some(Ok(event)) => {
                     if let Some(frame) = frame_of(event) {
                         turn.push(frame);
                     }
                 }
-                Some(Err(err)) => return Outcome::Failed(shown(err.to_string())),
-                None => return Outcome::Failed("the turn ended without a result".into()),
+                Some(Err(err)) => break Outcome::Failed(shown(err.to_string())),
+                None => break Outcome::Failed("the turn ended without a result".into()),
             },
         }
+    };
+    drop(events);
+    if matches!(outcome, Outcome::Stopped) {
+        super::settle(turn, &mut session).await;
     }
+    outcome
 }
 
 /// The frame showing `event`, for the events the page shows.

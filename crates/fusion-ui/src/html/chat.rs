@@ -152,6 +152,9 @@ impl ChatFrame {
                 late: false,
             },
             Frame::Notice(text) => Shown::Notice(text.clone()),
+            Frame::Settling => Shown::Notice(
+                "Stopping: waiting for the storage to finish the write under way.".to_string(),
+            ),
         };
         Self { frame }
     }
@@ -184,8 +187,8 @@ pub(crate) struct ChatEnd {
     class: &'static str,
     summary: String,
     messages: Option<String>,
-    /// The user's message, when the turn ended without storing it.
-    unsent: Option<String>,
+    /// The user's message, when the turn ended without storing it, and its badge.
+    unsent: Option<(String, &'static str)>,
 }
 
 impl ChatEnd {
@@ -230,15 +233,31 @@ impl ChatEnd {
     /// The end showing `message`, the user's, again when the turn did not store it: the
     /// live panel this end replaces was the only place still showing it, so the text
     /// the user typed was lost from the page.
-    pub(crate) fn unsent(mut self, message: Option<&str>) -> Self {
+    ///
+    /// `settled` is false when a storage write of the turn had still not ended when it
+    /// stopped waiting for it ([`Turn::unsettled`]): the message may yet be stored, and
+    /// the end says so rather than that it was not sent.
+    pub(crate) fn unsent(mut self, message: Option<&str>, settled: bool) -> Self {
         if let Some(message) = message {
             // A failure's text most often ends without a full stop ("... HTTP 400").
             if !self.summary.ends_with(['.', '!', '?']) {
                 self.summary.push('.');
             }
-            self.summary
-                .push_str(" Your message was not sent: it is shown above, to copy and send again.");
-            self.unsent = Some(message.to_string());
+            let (note, badge) = if settled {
+                (
+                    " Your message was not sent: it is shown above, to copy and send again.",
+                    "not sent",
+                )
+            } else {
+                (
+                    " Your message may not be stored: the storage had not finished writing \
+                     it when the turn stopped. It is shown above; reload the page to see \
+                     whether it was stored before sending it again.",
+                    "may not be stored",
+                )
+            };
+            self.summary.push_str(note);
+            self.unsent = Some((message.to_string(), badge));
         }
         self
     }
@@ -329,7 +348,7 @@ mod tests {
     fn the_note_on_an_unsent_message_starts_a_sentence_of_its_own() {
         let summary = |outcome: Outcome| {
             ChatEnd::new("k-4", &outcome, None)
-                .unsent(Some("hi"))
+                .unsent(Some("hi"), true)
                 .summary
         };
         assert_eq!(
@@ -342,6 +361,20 @@ mod tests {
         assert!(
             summary(Outcome::Stopped).contains("not stored. Your message was not sent:"),
             "one full stop"
+        );
+    }
+
+    /// A write still under way when the turn gave up waiting may land later: the end
+    /// does not say the message was not sent.
+    #[test]
+    fn a_message_whose_write_had_not_ended_is_not_called_unsent() {
+        let end = ChatEnd::new("k-5", &Outcome::Stopped, None).unsent(Some("hi"), false);
+        let html = end.render().unwrap();
+        assert!(!html.contains("not sent"), "{html}");
+        assert!(html.contains("may not be stored"), "{html}");
+        assert!(
+            html.contains("reload the page to see whether it was stored"),
+            "{html}"
         );
     }
 }

@@ -198,7 +198,7 @@ impl Watcher {
             }
             if let Some(outcome) = snapshot.outcome {
                 self.ended = true;
-                let html = self.end_html(&outcome, snapshot.total).await;
+                let html = self.end_html(&outcome).await;
                 return Some(step_event(&self.turn, "end", snapshot.total, html));
             }
             tokio::select! {
@@ -210,9 +210,9 @@ impl Watcher {
         }
     }
 
-    /// The end of the turn, after `frames` frames, with the session's newest messages as
-    /// stored now, and the user's message when the turn did not store it.
-    async fn end_html(&self, outcome: &Outcome, frames: usize) -> String {
+    /// The end of the turn, with the session's newest messages as stored now, and the
+    /// user's message when the turn did not store it.
+    async fn end_html(&self, outcome: &Outcome) -> String {
         let id = &self.turn.session;
         // Without the messages the end still shows; the page can be reloaded.
         let stored = self.state.storage.load_revision(id).await.ok();
@@ -225,9 +225,12 @@ impl Watcher {
             _ => None,
         };
         let history = stored.as_ref().map(|(history, _)| history.as_slice());
-        let unsent = self.turn.message_unsent(outcome, frames, history);
+        let unsent = self.turn.message_unsent(outcome, history);
         ChatEnd::new(&self.turn.key, outcome, messages)
-            .unsent(unsent.then_some(self.turn.message.as_str()))
+            .unsent(
+                unsent.then_some(self.turn.message.as_str()),
+                !self.turn.unsettled(),
+            )
             .render()
             .unwrap_or_default()
     }
