@@ -7,6 +7,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use fusion::api::export;
 use fusion_core::regular_file;
 
 /// The most an import reads from something that is not a regular file (stdin, a pipe, a
@@ -44,33 +45,42 @@ pub fn read_import(input: impl Read) -> Result<String> {
 
 /// The text of an import: UTF-8, or UTF-16 with its byte order mark, which PowerShell's
 /// `>` writes (`fusion sessions export s > s.json`); read as UTF-8, that export failed
-/// with "stream did not contain valid UTF-8", which said nothing of what to do. Anything
-/// else is refused naming the first byte that is not UTF-8, and its line.
+/// with "stream did not contain valid UTF-8", which said nothing of what to do. UTF-16
+/// without the mark (an editor's "UTF-16 LE" without BOM) is read too when its start is
+/// plainly UTF-16 ([`export::utf16_without_mark`]): read as UTF-8, an all-ASCII one was
+/// text with a NUL beside each character, which the import then refused as JSON it could
+/// not parse. Anything else is refused naming the first byte that is not UTF-8, and its
+/// line.
 fn text_of(bytes: Vec<u8>) -> Result<String> {
-    let bytes = match String::from_utf8(bytes) {
-        Ok(text) => return Ok(text),
-        Err(err) => err.into_bytes(),
-    };
-    let unit: Option<fn([u8; 2]) -> u16> = match bytes.get(..2) {
+    // 0xFF is never UTF-8, so the marks are never the start of UTF-8 text.
+    let marked: Option<fn([u8; 2]) -> u16> = match bytes.get(..2) {
         Some([0xFF, 0xFE]) => Some(u16::from_le_bytes),
         Some([0xFE, 0xFF]) => Some(u16::from_be_bytes),
         _ => None,
     };
-    if let Some(unit) = unit {
-        let units = bytes[2..].chunks(2).map(|pair| match pair {
-            [a, b] => unit([*a, *b]),
-            // An odd byte at the end: no UTF-16 unit, so an error below.
-            _ => 0xD800,
-        });
-        return char::decode_utf16(units)
-            .collect::<Result<String, _>>()
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "it starts as UTF-16 text (its byte order mark) and is not: save the export \
-                     as UTF-8, or export it again with `-o FILE`"
-                )
-            });
+    if let Some(unit) = marked {
+        return utf16(
+            &bytes[2..],
+            unit,
+            "it starts as UTF-16 text (its byte order mark)",
+        );
     }
+    let unmarked = export::utf16_without_mark(&bytes).map(|order| match order {
+        export::Utf16Order::Little => u16::from_le_bytes as fn([u8; 2]) -> u16,
+        export::Utf16Order::Big => u16::from_be_bytes,
+    });
+    if let Some(unit) = unmarked {
+        return utf16(
+            &bytes,
+            unit,
+            "it starts as UTF-16 without a byte order mark (a zero byte beside each of its \
+             first characters)",
+        );
+    }
+    let bytes = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(err) => err.into_bytes(),
+    };
     let valid = match std::str::from_utf8(&bytes) {
         Err(err) => err.valid_up_to(),
         Ok(_) => unreachable!("the text was not UTF-8"),
@@ -81,6 +91,23 @@ fn text_of(bytes: Vec<u8>) -> Result<String> {
          UTF-8, or export it again with `-o FILE`",
         valid + 1
     )
+}
+
+/// `bytes` read as UTF-16 units made by `unit`, or an error starting with `how` when they
+/// are not UTF-16 (an odd byte at the end, a lone surrogate).
+fn utf16(bytes: &[u8], unit: fn([u8; 2]) -> u16, how: &str) -> Result<String> {
+    let units = bytes.chunks(2).map(|pair| match pair {
+        [a, b] => unit([*a, *b]),
+        // An odd byte at the end: no UTF-16 unit, so an error below.
+        _ => 0xD800,
+    });
+    char::decode_utf16(units)
+        .collect::<Result<String, _>>()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "{how} and is not: save the export as UTF-8, or export it again with `-o FILE`"
+            )
+        })
 }
 
 /// Writes `bytes` to `path`, whole or not at all:
@@ -209,6 +236,47 @@ mod tests {
         let err = read_import(long).unwrap_err().to_string();
         assert!(err.contains("256 MiB"), "{err}");
         assert_eq!(read_import(&b"{}"[..]).unwrap(), "{}");
+    }
+
+    /// UTF-16 without its mark is read when its start is plainly UTF-16, and an error says
+    /// so when the rest is not: read as UTF-8 before, an all-ASCII one became text with a
+    /// NUL between each character (refused as JSON that does not parse), and one with other
+    /// characters was refused naming a byte that is not UTF-8.
+    #[test]
+    fn utf_16_without_its_mark_is_read_when_its_start_is_plainly_utf_16() {
+        let texts = [
+            "{\"role\":\"user\",\"content\":\"héllo 🦀\"}\n",
+            "{\"role\":\"user\",\"content\":\"hello\"}\n",
+            "{\n  \"id\": \"s\",\n  \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]\n}\n",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.json");
+        for text in texts {
+            let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+            let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+            for bytes in [&le, &be] {
+                assert_eq!(read_import(&bytes[..]).unwrap(), text);
+                fs::write(&file, bytes).unwrap();
+                let read = read_import_file(&file).unwrap();
+                assert_eq!(read, text);
+                assert_eq!(fusion::api::export::read(&read).unwrap().messages.len(), 1);
+                let err = read_import(&bytes[..bytes.len() - 1]).unwrap_err();
+                let err = err.to_string();
+                assert!(
+                    err.starts_with("it starts as UTF-16 without a byte order mark"),
+                    "{err}"
+                );
+            }
+        }
+        // UTF-8 text is read as before, a one-byte file too.
+        for text in ["{", "{}", "{\"a\":\"\u{3b1}\"}", "\n\n{}"] {
+            assert_eq!(read_import(text.as_bytes()).unwrap(), text);
+        }
+        // A start that is not plainly UTF-16 (a zero byte beside a byte that is no ASCII
+        // character, or on the other side further on) is read as UTF-8, as before.
+        assert_eq!(read_import(&b"{\0\x01\0\0a"[..]).unwrap(), "{\0\u{1}\0\0a");
+        let err = read_import(&b"{\0\xE9\0"[..]).unwrap_err().to_string();
+        assert!(err.starts_with("it is not UTF-8 text: byte 3"), "{err}");
     }
 
     #[test]

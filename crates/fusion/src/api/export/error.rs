@@ -66,6 +66,13 @@ pub enum ImportError {
     /// would accept them (one without the other, a creation after the last write).
     #[error("the export's times cannot be imported: {0}")]
     Times(String),
+    /// The text is UTF-16 without a byte order mark read as UTF-8: a NUL beside each of
+    /// its first characters (`{\0"\0r\0...`), which no export holds, JSON allowing no raw
+    /// NUL. Serde's "expected value" said nothing of what to do.
+    #[error(
+        "the export is UTF-16 without a byte order mark, read as UTF-8 (a NUL beside each of its first characters): read it as UTF-16, or save it as UTF-8"
+    )]
+    Utf16WithoutMark,
     /// The export holds no message, and a stored session has at least one. (Said of the
     /// export, not of a file: the text may come from stdin.)
     #[error("the export holds no messages, and a stored session holds at least one")]

@@ -259,6 +259,9 @@ fn write_with_times(
 /// ```
 pub fn read(text: &str) -> Result<Imported, ImportError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if utf16_without_mark(text.as_bytes()).is_some() {
+        return Err(ImportError::Utf16WithoutMark);
+    }
     let (imported, refused) = match format_of(text).ok_or(ImportError::Empty)? {
         ExportFormat::Jsonl => read_jsonl(text)?,
         _ => read_json(text)?,
@@ -270,6 +273,47 @@ pub fn read(text: &str) -> Result<Imported, ImportError> {
     match refused {
         Some(refused) => Err(refused),
         None => Ok(imported),
+    }
+}
+
+/// The byte order of UTF-16 text: what [`utf16_without_mark`] finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Utf16Order {
+    /// Little-endian (UTF-16LE): the low byte of each unit first.
+    Little,
+    /// Big-endian (UTF-16BE): the high byte of each unit first.
+    Big,
+}
+
+/// The byte order of `bytes` when they start plainly as UTF-16 without a byte order mark
+/// (what `[IO.File]::WriteAllBytes` of `Encoding.Unicode.GetBytes(...)`, or an editor's
+/// "UTF-16 LE" without BOM, writes): each of their first units, up to eight, at least
+/// one, an ASCII character other than NUL with its zero byte on the same side. Every
+/// export starts with such characters (`{`, blanks, `"role"`, `"id"`). No export read as
+/// UTF-8 starts so, JSON allowing no raw NUL, so reading such bytes as UTF-16 misreads no
+/// export; [`read`] refuses text that starts so ([`ImportError::Utf16WithoutMark`]): UTF-16
+/// read as UTF-8.
+///
+/// ```
+/// use fusion::api::export::{Utf16Order, utf16_without_mark};
+///
+/// let le: Vec<u8> = "{}".encode_utf16().flat_map(u16::to_le_bytes).collect();
+/// assert_eq!(utf16_without_mark(&le), Some(Utf16Order::Little));
+/// assert_eq!(utf16_without_mark(b"{}"), None);
+/// ```
+pub fn utf16_without_mark(bytes: &[u8]) -> Option<Utf16Order> {
+    let start = &bytes[..bytes.len().min(16) / 2 * 2];
+    let ascii = |b: u8| (1..0x80).contains(&b);
+    let nul_beside = |low: usize| {
+        !start.is_empty()
+            && start
+                .chunks_exact(2)
+                .all(|pair| ascii(pair[low]) && pair[1 - low] == 0)
+    };
+    match (nul_beside(0), nul_beside(1)) {
+        (true, _) => Some(Utf16Order::Little),
+        (_, true) => Some(Utf16Order::Big),
+        _ => None,
     }
 }
 

@@ -52,3 +52,25 @@ fn a_markdown_export_is_refused_as_one() {
     let other = chain(&read("# Notes\n").unwrap_err());
     assert!(!other.contains("markdown"), "{other}");
 }
+
+/// UTF-16 without a byte order mark, read as UTF-8 (a NUL beside each character), is
+/// refused as such whichever its byte order: serde said "expected value at line 1 column
+/// 2" of it. Text merely holding a NUL further on is left to serde, as before.
+#[test]
+fn utf_16_read_as_utf_8_is_refused_as_such() {
+    let text = write(ExportFormat::Jsonl, "s", &meta(), &sample()).unwrap();
+    let le: String = text.chars().flat_map(|c| [c, '\0']).collect();
+    let be: String = text.chars().flat_map(|c| ['\0', c]).collect();
+    for read_as_utf8 in [le, be, "{\0".to_string()] {
+        let err = read(&read_as_utf8).unwrap_err();
+        assert!(matches!(err, ImportError::Utf16WithoutMark), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("the export is UTF-16 without a byte order mark"),
+            "{err}"
+        );
+    }
+    let later = read("{\"a\":\"\0\0\0\0\0\0\0\0\0\0\0\0\"}").unwrap_err();
+    assert!(!matches!(later, ImportError::Utf16WithoutMark), "{later:?}");
+    assert_eq!(read(&text).unwrap().messages.len(), sample().len());
+}
