@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use common::{Harness, SESSION, assert_every_call_answered, builder, client, roles, text_client};
 use fusion_agent::context::{
-    EstimateCounter, PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, count_request, is_context_record,
-    pruned_tool_output,
+    EstimateCounter, PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, count_request, count_tools,
+    is_context_record, pruned_tool_output,
 };
 use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
-use fusion_agent::{AgentSession, ContextPolicy, TokenCounter};
+use fusion_agent::{AgentSession, ContextPolicy, TokenCounter, ToolDefinition};
 use fusion_core::{ChatMessage, ConversationStorage, Error};
 use fusion_storage_fs::FileSystemStorage;
 use serde_json::Value;
@@ -47,6 +47,17 @@ fn as_messages(sent: &[Value]) -> Vec<ChatMessage> {
     sent.iter()
         .map(|m| serde_json::from_value(m.clone()).unwrap())
         .collect()
+}
+
+/// Tokens of the tools the first request offered, as a budget counts them.
+fn offered_tools_tokens(h: &Harness) -> usize {
+    let offered: Vec<ToolDefinition> = h.server.requests()[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tool| serde_json::from_value(tool["function"].clone()).unwrap())
+        .collect();
+    count_tools(&EstimateCounter, &offered)
 }
 
 fn texts(sent: &[Value]) -> Vec<&str> {
@@ -123,13 +134,14 @@ async fn the_token_budget_drops_the_oldest_messages_until_the_request_fits() {
     for n in 0..4 {
         tool_turn(&h, &mut session, n, 400).await;
     }
-    let budget = 400;
+    // 400 for the messages, besides the tools.
+    let budget = offered_tools_tokens(&h) + 400;
     session.set_max_context_tokens(budget);
     h.server.push_text("ok");
     session.send_message("question 4").await.unwrap();
 
     let sent = last_request(&h);
-    let counted = count_request(&EstimateCounter, &as_messages(&sent));
+    let counted = count_request(&EstimateCounter, &as_messages(&sent)) + offered_tools_tokens(&h);
     assert!(counted <= budget, "{counted} tokens sent, budget {budget}");
     assert_eq!(roles(&sent)[0], "system");
     assert_eq!(*texts(&sent).last().unwrap(), "question 4");
@@ -151,6 +163,31 @@ async fn the_token_budget_drops_the_oldest_messages_until_the_request_fits() {
     // And the next older message would not have fitted.
     let older = &before_reply[first_sent - 1];
     assert!(counted + EstimateCounter.count_message(older) > budget);
+}
+
+/// Found by a review: the budget counted the messages alone, so the tool definitions
+/// each native-mode request offers came on top of it and the request exceeded the budget
+/// by their size. They are counted now: messages and tools fit in it together.
+#[tokio::test]
+async fn the_token_budget_holds_for_the_messages_and_the_tools_offered() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    for n in 0..8 {
+        tool_turn(&h, &mut session, n, 400).await;
+    }
+    let tools = offered_tools_tokens(&h);
+    assert!(tools > 100, "{tools} tokens of tools");
+    let budget = tools + 600;
+    session.set_max_context_tokens(budget);
+    h.server.push_text("ok");
+    session.send_message("question 8").await.unwrap();
+
+    let sent = last_request(&h);
+    let counted = count_request(&EstimateCounter, &as_messages(&sent)) + tools;
+    assert!(counted <= budget, "{counted} tokens sent, budget {budget}");
+    assert!(!texts(&sent).contains(&"question 0"));
+    assert!(texts(&sent).contains(&"answer 7"));
+    assert_every_call_answered(&sent);
 }
 
 #[tokio::test]

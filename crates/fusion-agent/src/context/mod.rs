@@ -61,7 +61,7 @@ pub use records::{
 };
 pub use tokens::{
     Encoding, EstimateCounter, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, TOKENS_PER_NAME,
-    TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, counter_for_model,
+    TOKENS_PER_TOOL_CALL, TiktokenCounter, count_request, count_tools, counter_for_model,
 };
 pub use undo::{Interleaved, LastTurn, last_turn};
 pub use view::{
@@ -72,6 +72,7 @@ pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, observation, user_message};
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
+pub(crate) use view::request_view_with_tools;
 pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]

@@ -20,10 +20,11 @@ pub struct ContextPolicy {
     /// Sliding window: send at most this many messages (the newest), besides the system
     /// prompt and the summary.
     pub max_messages: Option<usize>,
-    /// Token budget for the whole request's messages (counted as in
-    /// [`count_request`](super::count_request)); the oldest messages leave first. Tool
-    /// definitions and the reply come on top of it, so leave room for them below the
-    /// model's context window.
+    /// Token budget for the whole request: its messages (counted as in
+    /// [`count_request`](super::count_request)) and the tools it offers (natively,
+    /// [`count_tools`](super::count_tools), or the text ReAct prompt); the oldest messages
+    /// leave first. The reply comes on top of it, so leave room for it below the model's
+    /// context window.
     pub max_tokens: Option<usize>,
     /// Summarize automatically when a new turn starts and the conversation the model can
     /// see (the summary and everything after it, before the window and the budget) would

@@ -81,7 +81,7 @@ impl TokenCounter for Counting {
 #[test]
 fn the_default_policy_sends_everything_borrowed() {
     let history = conversation(3);
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_eq!(view.len(), history.len());
     assert!(view.iter().all(|m| matches!(m, Cow::Borrowed(_))));
 }
@@ -89,7 +89,7 @@ fn the_default_policy_sends_everything_borrowed() {
 #[test]
 fn the_window_keeps_the_system_prompt_and_the_last_messages() {
     let history = conversation(3);
-    let view = apply_policy(&history, &policy(Some(5), None), &EstimateCounter);
+    let view = apply_policy(&history, &policy(Some(5), None), &EstimateCounter, 0);
     assert_eq!(view[0].content, "sys");
     assert_eq!(view[1..], borrowed(&history[11..])[..]);
 }
@@ -99,7 +99,7 @@ fn the_window_drops_a_call_and_its_results_together() {
     let history = conversation(2);
     // The last 3 messages would be `b1`'s result and the answer; the call needs its results.
     for n in [2, 3, 4] {
-        let view = apply_policy(&history, &policy(Some(n), None), &EstimateCounter);
+        let view = apply_policy(&history, &policy(Some(n), None), &EstimateCounter, 0);
         assert_pairs_intact(&view);
         assert_eq!(view[0].content, "sys");
         // The latest user message is kept even when the window cannot hold its turn.
@@ -107,7 +107,7 @@ fn the_window_drops_a_call_and_its_results_together() {
         assert_eq!(view.last().unwrap().content, "answer 1");
         assert!(view.len() <= n + 2);
     }
-    let view = apply_policy(&history, &policy(Some(5), None), &EstimateCounter);
+    let view = apply_policy(&history, &policy(Some(5), None), &EstimateCounter, 0);
     assert_eq!(view.len(), 6);
 }
 
@@ -120,7 +120,7 @@ fn the_newest_group_is_kept_even_when_it_alone_exceeds_the_limits() {
         policy(Some(1), None),
         policy(None, Some(1)),
     ] {
-        let view = apply_policy(&history, &p, &EstimateCounter);
+        let view = apply_policy(&history, &p, &EstimateCounter, 0);
         assert_eq!(contents(&view)[..2], ["sys", "question 0"]);
         assert_eq!(view.len(), 5, "{p:?}");
     }
@@ -128,6 +128,26 @@ fn the_newest_group_is_kept_even_when_it_alone_exceeds_the_limits() {
 
 fn borrowed(messages: &[ChatMessage]) -> Vec<Cow<'_, ChatMessage>> {
     messages.iter().map(Cow::Borrowed).collect()
+}
+
+/// Found by a review: the text ReAct prompt joins the system message after the budget
+/// was applied, uncounted, so the request exceeded the budget by the prompt's size.
+#[test]
+fn the_token_budget_counts_the_text_react_prompt() {
+    let history = conversation(6);
+    let prompt = "Use the tools this way. ".repeat(100);
+    let full = visible_tokens(&history, &EstimateCounter);
+    let budget = full / 2 + EstimateCounter.count_text(&prompt);
+    let view = request_view(
+        &history,
+        &policy(None, Some(budget)),
+        &EstimateCounter,
+        Some(&prompt),
+    );
+    assert!(view[0].content.ends_with(&prompt));
+    let used = count_request(&EstimateCounter, view.iter().map(|m| m.as_ref()));
+    assert!(used <= budget, "{used} > {budget}");
+    assert!(view.len() > 3, "{}", view.len());
 }
 
 #[test]
@@ -138,7 +158,7 @@ fn the_token_budget_drops_the_oldest_groups_first_and_is_respected() {
     // The system prompt and the whole last turn.
     let last_turn = count_request(&counter, history[..1].iter().chain(&history[26..]));
     for budget in [last_turn, last_turn + 100, full / 2, full - 1, full] {
-        let view = apply_policy(&history, &policy(None, Some(budget)), &counter);
+        let view = apply_policy(&history, &policy(None, Some(budget)), &counter, 0);
         let used = count_request(&counter, view.iter().map(|m| m.as_ref()));
         assert!(used <= budget, "{used} > {budget}");
         assert_eq!(view[0].content, "sys");
@@ -147,21 +167,23 @@ fn the_token_budget_drops_the_oldest_groups_first_and_is_respected() {
         assert_eq!(view[1..], borrowed(&history[first_kept..])[..]);
     }
     assert_eq!(
-        apply_policy(&history, &policy(None, Some(full)), &counter).len(),
+        apply_policy(&history, &policy(None, Some(full)), &counter, 0).len(),
         history.len()
     );
-    assert!(apply_policy(&history, &policy(None, Some(full - 1)), &counter).len() < history.len());
+    assert!(
+        apply_policy(&history, &policy(None, Some(full - 1)), &counter, 0).len() < history.len()
+    );
     // Below what the last turn needs, its tool group goes and its question and answer stay.
-    let view = apply_policy(&history, &policy(None, Some(last_turn - 1)), &counter);
+    let view = apply_policy(&history, &policy(None, Some(last_turn - 1)), &counter, 0);
     assert_eq!(contents(&view), ["sys", "question 5", "answer 5"]);
 }
 
 #[test]
 fn window_and_budget_together_keep_the_smaller_view() {
     let history = conversation(6);
-    let by_window = apply_policy(&history, &policy(Some(10), None), &EstimateCounter).len();
-    let by_budget = apply_policy(&history, &policy(None, Some(300)), &EstimateCounter).len();
-    let both = apply_policy(&history, &policy(Some(10), Some(300)), &EstimateCounter).len();
+    let by_window = apply_policy(&history, &policy(Some(10), None), &EstimateCounter, 0).len();
+    let by_budget = apply_policy(&history, &policy(None, Some(300)), &EstimateCounter, 0).len();
+    let both = apply_policy(&history, &policy(Some(10), Some(300)), &EstimateCounter, 0).len();
     assert_eq!(both, by_window.min(by_budget));
 }
 
@@ -169,7 +191,7 @@ fn window_and_budget_together_keep_the_smaller_view() {
 fn a_budget_counts_only_what_it_keeps_however_long_the_history() {
     let history = conversation(2_000);
     let counter = Counting::default();
-    let view = apply_policy(&history, &policy(None, Some(2_000)), &counter);
+    let view = apply_policy(&history, &policy(None, Some(2_000)), &counter, 0);
     let counted = counter.0.load(Ordering::Relaxed);
     // Kept messages, the system prompt, and the one group that did not fit.
     assert!(
@@ -180,7 +202,7 @@ fn a_budget_counts_only_what_it_keeps_however_long_the_history() {
     assert!(view.len() < 60);
     // A window alone counts nothing.
     let counter = Counting::default();
-    apply_policy(&history, &policy(Some(50), None), &counter);
+    apply_policy(&history, &policy(Some(50), None), &counter, 0);
     assert_eq!(counter.0.load(Ordering::Relaxed), 0);
 }
 
@@ -189,7 +211,7 @@ fn a_summary_replaces_the_messages_it_covers() {
     let mut history = conversation(3);
     history.push(summary_record("Questions 0 and 1 were answered.", 11));
     history.push(ChatMessage::user("question 3"));
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_eq!(view[0].role, Role::System);
     assert_eq!(
         view[0].content,
@@ -208,7 +230,7 @@ fn the_latest_summary_wins_and_works_without_a_system_prompt() {
     history.remove(0);
     history.push(summary_record("old", 5));
     history.push(summary_record("new", 10));
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_eq!(view[0].content, format!("{SUMMARY_HEADER}\nnew"));
     assert_eq!(view[1].content, "question 2");
     assert_eq!(view.len(), 6);
@@ -219,7 +241,7 @@ fn results_whose_call_a_summary_covers_are_not_sent() {
     let mut history = conversation(2);
     // A hand-written record that covers a call but not its results.
     history.push(summary_record("s", 3));
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_pairs_intact(&view);
     assert_eq!(view[1].content, "answer 0");
 }
@@ -228,7 +250,7 @@ fn results_whose_call_a_summary_covers_are_not_sent() {
 fn limits_apply_after_the_summary() {
     let mut history = conversation(4);
     history.push(summary_record("s", 16));
-    let view = apply_policy(&history, &policy(Some(3), None), &EstimateCounter);
+    let view = apply_policy(&history, &policy(Some(3), None), &EstimateCounter, 0);
     assert!(view[0].content.ends_with("\ns"));
     assert_eq!(contents(&view)[1..], ["question 3", "answer 3"][..]);
 }
@@ -249,7 +271,7 @@ fn prune_shortens_old_tool_output_first_and_never_the_recent_turns() {
     );
     let mut history = history;
     history.push(plan.record.unwrap());
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_eq!(view[3].content, pruned_tool_output(300));
     assert_eq!(view[3].tool_call_id.as_deref(), Some("a0"));
     assert_eq!(view[2].content, "");
@@ -327,7 +349,7 @@ fn text_mode_observations_are_pruned_as_tool_output() {
     assert_eq!(plan.report.tool_outputs, 1);
     let mut history = history;
     history.push(plan.record.unwrap());
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     assert_eq!(
         view[3].content,
         format!("Observation: {}", pruned_tool_output(500))
@@ -349,7 +371,7 @@ fn records_decide_only_about_messages_before_them() {
     let mut history = history;
     history.push(forged);
     history.extend(conversation(1).into_iter().skip(1));
-    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter);
+    let view = apply_policy(&history, &ContextPolicy::default(), &EstimateCounter, 0);
     let pruned: Vec<_> = view
         .iter()
         .filter(|m| m.content.starts_with("[pruned"))
@@ -368,7 +390,7 @@ fn views_of_random_histories_keep_every_promise() {
             rng.random_bool(0.7).then(|| rng.random_range(0..12)),
             rng.random_bool(0.7).then(|| rng.random_range(0..600)),
         );
-        let view = apply_policy(&history, &p, &EstimateCounter);
+        let view = apply_policy(&history, &p, &EstimateCounter, 0);
         assert_pairs_intact(&view);
         assert_eq!(view[0].content, "sys", "round {round}");
         assert!(view[1..].iter().all(|m| m.role != Role::System));

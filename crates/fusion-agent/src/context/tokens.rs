@@ -5,7 +5,7 @@
 //! does: 3 framing tokens per message, plus the role, the content, the name (and 1 more
 //! token when there is one) and, per tool call, its name and arguments plus 1. A request
 //! adds [`REPLY_PRIMING_TOKENS`] once. Tool definitions sent in the API's `tools` field are
-//! not messages and are not counted.
+//! counted by [`count_tools`], for a budget that holds for the whole request.
 //!
 //! ```
 //! use fusion_agent::TokenCounter;
@@ -25,6 +25,8 @@ use std::sync::Arc;
 use fusion_core::ChatMessage;
 use tiktoken_rs::CoreBPE;
 use tiktoken_rs::tokenizer::{Tokenizer, get_tokenizer};
+
+use crate::llm::ToolDefinition;
 
 /// Framing tokens around every message (`<|start|>role ... <|end|>`).
 pub const TOKENS_PER_MESSAGE: usize = 3;
@@ -72,6 +74,21 @@ pub fn count_request<'m>(
             .into_iter()
             .map(|m| counter.count_message(m))
             .sum::<usize>()
+}
+
+/// Tokens the tool definitions of a request cost: the text of each, its name, its
+/// description and its parameters' schema as JSON. Servers write them into the prompt in
+/// a form of their own, which that text is close to and rarely shorter than. 0 for no
+/// tools.
+pub fn count_tools(counter: &dyn TokenCounter, tools: &[ToolDefinition]) -> usize {
+    tools
+        .iter()
+        .map(|tool| {
+            counter.count_text(&tool.name)
+                + counter.count_text(&tool.description)
+                + counter.count_text(&tool.parameters.to_string())
+        })
+        .sum()
 }
 
 /// A byte-pair encoding that [`TiktokenCounter`] counts exactly.

@@ -35,8 +35,9 @@ use fusion_core::{ChatMessage, Role, ToolCall};
 
 use super::groups::{answerable, answered, observation, observed_reply};
 use super::policy::ContextPolicy;
-use super::tokens::TokenCounter;
+use super::tokens::{TOKENS_PER_MESSAGE, TokenCounter, count_tools};
 use super::window::apply_policy;
+use crate::llm::ToolDefinition;
 use crate::react_text::render_observation;
 
 /// Metadata key marking a tool result Fusion wrote for a call that never finished.
@@ -61,7 +62,7 @@ pub const LATE_RESULT_METADATA_KEY: &str = "fusion_result_of_cancelled_turn";
 /// OpenAI-compatible servers reject a call without one. With `react_prompt` (text ReAct
 /// mode) the prompt is appended to the system message (or sent as one, if there is none),
 /// and native tool messages, from a session that once used native tools, are rewritten
-/// in the text format.
+/// in the text format; a token budget counts the prompt as part of the request.
 ///
 /// Cost: one pass over the history's roles and metadata, token counts only for the
 /// messages a budget keeps, and a copy only of the messages it changes.
@@ -71,7 +72,35 @@ pub fn request_view<'a>(
     counter: &dyn TokenCounter,
     react_prompt: Option<&str>,
 ) -> Vec<Cow<'a, ChatMessage>> {
-    make_sendable(apply_policy(history, policy, counter), react_prompt)
+    request_view_with_tools(history, policy, counter, react_prompt, &[])
+}
+
+/// [`request_view`] for a request that also offers `tools` as native tools: a token
+/// budget counts them ([`count_tools`]) as it counts the text ReAct prompt, so that it
+/// holds for the whole request.
+pub(crate) fn request_view_with_tools<'a>(
+    history: &'a [ChatMessage],
+    policy: &ContextPolicy,
+    counter: &dyn TokenCounter,
+    react_prompt: Option<&str>,
+    tools: &[ToolDefinition],
+) -> Vec<Cow<'a, ChatMessage>> {
+    // Counted only for a budget: they cost a tokenization of every schema per request.
+    let other_tokens = if policy.max_tokens.is_some() {
+        // The prompt joins the system message, or is one: counted as one, an upper bound.
+        let prompt = react_prompt.map_or(0, |prompt| {
+            TOKENS_PER_MESSAGE
+                + counter.count_text(Role::System.as_str())
+                + counter.count_text(prompt)
+        });
+        prompt + count_tools(counter, tools)
+    } else {
+        0
+    };
+    make_sendable(
+        apply_policy(history, policy, counter, other_tokens),
+        react_prompt,
+    )
 }
 
 /// Step 2 of [`request_view`]: gives every tool call exactly one result, right after the

@@ -18,7 +18,8 @@ use super::tokens::{REPLY_PRIMING_TOKENS, TokenCounter};
 ///    are shown shortened.
 /// 2. The sliding window keeps the newest [`max_messages`](ContextPolicy::max_messages)
 ///    messages, then the token budget ([`max_tokens`](ContextPolicy::max_tokens), counted
-///    with `counter` over the whole request) drops the oldest of those until the rest fits.
+///    with `counter` over the whole request, `other_tokens` for what it carries besides
+///    the messages: the tools) drops the oldest of those until the rest fits.
 ///
 /// Both limits work on groups: an assistant tool call and its results stay or leave
 /// together, so the view never holds a call without its results or starts with a result.
@@ -33,6 +34,7 @@ pub(crate) fn apply_policy<'a>(
     history: &'a [ChatMessage],
     policy: &ContextPolicy,
     counter: &dyn TokenCounter,
+    other_tokens: usize,
 ) -> Vec<Cow<'a, ChatMessage>> {
     let layout = Layout::new(history);
     let head = layout.head();
@@ -51,7 +53,7 @@ pub(crate) fn apply_policy<'a>(
             None => 0,
         }
     };
-    let mut tokens = REPLY_PRIMING_TOKENS + tokens_of(head.as_slice());
+    let mut tokens = REPLY_PRIMING_TOKENS + other_tokens + tokens_of(head.as_slice());
     let mut messages = 0;
     // Kept groups with their messages, so no message is shaped or counted twice.
     let mut kept: Vec<(usize, Vec<Cow<'a, ChatMessage>>)> = Vec::new();

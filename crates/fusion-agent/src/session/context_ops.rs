@@ -60,9 +60,9 @@ impl AgentSession {
         self.context.max_messages = Some(n);
     }
 
-    /// Token budget: requests carry at most `max_tokens` tokens of messages (counted by the
-    /// [token counter](Self::set_token_counter)), dropping the oldest first. Tool
-    /// definitions and the reply come on top.
+    /// Token budget: requests carry at most `max_tokens` tokens of messages and tool
+    /// definitions (counted by the [token counter](Self::set_token_counter)), dropping the
+    /// oldest messages first. The reply comes on top.
     pub fn set_max_context_tokens(&mut self, max_tokens: usize) {
         self.context.max_tokens = Some(max_tokens);
     }

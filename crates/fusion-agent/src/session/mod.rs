@@ -59,7 +59,7 @@ use fusion_core::{
 use tokio::sync::Mutex;
 
 use crate::context::policy::ContextPolicy;
-use crate::context::request_view;
+use crate::context::request_view_with_tools;
 use crate::context::tokens::TokenCounter;
 use crate::events::EventObserver;
 use crate::executor::ToolExecutor;
@@ -354,18 +354,22 @@ impl AgentSession {
 
     /// The view: the messages the next LLM request would carry, built by
     /// [`context::request_view`](crate::context::request_view) with this session's
-    /// policy, token counter and mode.
+    /// policy, token counter and mode; a token budget also counts the tools a native-mode
+    /// request offers.
     ///
     /// It borrows the history, so it costs a pointer per message (plus token counts for
     /// the messages a token budget keeps).
     pub fn request_view(&self) -> Vec<Cow<'_, ChatMessage>> {
         let react = self.uses_text_react();
         let tools = self.shared.last_good_tool_view();
-        request_view(
+        // Native mode offers the definitions in the request, which a budget counts.
+        let native: &[ToolDefinition] = if react { &[] } else { &tools.definitions };
+        request_view_with_tools(
             &self.history,
             &self.context,
             self.token_counter.as_ref(),
             react.then_some(tools.react_prompt.as_str()),
+            native,
         )
     }
 
