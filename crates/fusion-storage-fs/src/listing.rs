@@ -408,6 +408,12 @@ fn skip_damaged<T>(files: &SessionFiles, result: Result<Option<T>>) -> Result<Op
             tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a listing");
             Ok(None)
         }
+        // The session file itself cannot be looked at (a symbolic link to itself, or into
+        // a directory this process may not read): left out the same way.
+        Err(Error::Io { path, source }) if path == files.data() => {
+            tracing::warn!(backend = BACKEND, session_id = %files.id(), path = %path.display(), error = %source, "leaving a session whose file cannot be read out of a listing");
+            Ok(None)
+        }
         Err(err) if files.is_meta_error(&err) => {
             tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (and out of an index built meanwhile: rebuild it once the file reads again)");
             Ok(None)
@@ -429,7 +435,8 @@ thread_local! {
     static FACTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content.
+/// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content (but
+/// one whose file cannot be looked at, left out with a warning).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -454,7 +461,13 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
             Ok(_) => {}
             // Deleted since the directory was read.
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).at(&entry.path()),
+            // One that cannot be looked at (a symbolic link to itself, or into a directory
+            // this process may not read) is left out with a warning, as a listing leaves
+            // out a session whose file cannot be read: it never hides every other.
+            Err(err) => {
+                let path = entry.path();
+                tracing::warn!(backend = BACKEND, session_id = %id, path = %path.display(), error = %err, "leaving a session whose file cannot be read out of a listing");
+            }
         }
     }
     Ok(ids)
