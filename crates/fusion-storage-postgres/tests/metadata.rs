@@ -281,6 +281,7 @@ async fn writes_to_a_session_whose_times_are_damaged_are_corrupt_and_write_nothi
         // Found by a review: each failed with a backend error naming no session.
         ("updated_at", "'infinity'"),
         ("updated_at", "'294260-01-01 00:00:00+00'"),
+        ("updated_at", "'-infinity'"),
         // Found by a review: without an idle expiry, a plain append (and a save or
         // truncate) succeeded and kept the damage; nothing checked `created_at`.
         ("created_at", "'infinity'"),
@@ -304,6 +305,8 @@ async fn refused_writes_to_a_session_whose_times_are_damaged_are_corrupt() {
         ("created_at", "'-infinity'"),
         ("created_at", "'294260-01-01 00:00:00+00'"),
         ("updated_at", "'infinity'"),
+        ("updated_at", "'-infinity'"),
+        ("updated_at", "'294260-01-01 00:00:00+00'"),
     ];
     damaged_times_refuse(Expectations::Unmet, &[SessionMeta::new()], &damages).await;
 }

@@ -162,8 +162,10 @@ async fn a_write_to_a_session_whose_times_are_damaged_is_corrupt_and_writes_noth
         ("updated_at", "9223372036854775807"),
         ("updated_at", "1e19"),
         ("updated_at", "2.5"),
+        ("updated_at", "-1"),
         ("created_at", "'x'"),
         ("created_at", "-1"),
+        ("created_at", "2.5"),
     ];
     damaged_times_refuse(Expectations::Met, &cases).await;
 }
@@ -370,9 +372,14 @@ async fn a_newest_first_walk_reports_an_updated_at_out_of_a_cursors_range() {
 async fn a_refused_write_to_a_session_whose_times_are_damaged_is_corrupt() {
     let cases = [
         ("updated_at", "'x'"),
+        ("updated_at", "x'00'"),
         ("updated_at", "9223372036854775807"),
+        ("updated_at", "1e19"),
+        ("updated_at", "2.5"),
+        ("updated_at", "-1"),
         ("created_at", "'x'"),
         ("created_at", "-1"),
+        ("created_at", "2.5"),
     ];
     damaged_times_refuse(Expectations::Unmet, &cases).await;
 }
