@@ -20,7 +20,7 @@ use fusion_core::{Error, Intercept, Intercepted, Result};
 use tokio::sync::Notify;
 
 use chat_support::{Events, chat_app, chat_app_over, htmx_post, seeded, start_turn};
-use common::send;
+use common::{get, send};
 
 /// What the user types in these tests: easy to find on a page.
 const TYPED: &str = "please keep this question";
@@ -179,6 +179,41 @@ async fn a_turn_stopped_before_its_message_is_stored_shows_it_again() {
     assert!(!stored.iter().any(|m| m.content == TYPED), "not stored");
 }
 
+/// The page's message box as `page` shows it: what is between its tags.
+fn message_box(page: &str) -> &str {
+    let start = page
+        .find("<textarea id=\"chat-message\"")
+        .expect("a message box");
+    let inside = &page[start..];
+    let open = inside.find('>').unwrap() + 1;
+    &inside[open..inside.find("</textarea>").unwrap()]
+}
+
+/// Found by a hunt: the message was shown again only in the turn's end, which a reload
+/// of the page does not show: reloaded after the turn, the text was lost. The page now
+/// puts it back in the box while the session still lacks it.
+#[tokio::test]
+async fn a_reload_after_a_turn_that_did_not_send_its_message_offers_it_in_the_box() {
+    let broken = Broken::over_seeded(true, false).await;
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+    // `<b>` and a second line, form-encoded: kept whole and escaped in the box.
+    let typed = "keep%3Cb%3Ethis%0Aline+two";
+    let turn = start_turn(&app, "s1", typed).await;
+    stopped_during_the_write(&app, &broken, &turn).await;
+
+    let page = send(&app, get("/sessions/s1")).await.body;
+    assert_eq!(
+        message_box(&page),
+        "keep&#60;b&#62;this\nline two",
+        "{page}"
+    );
+    assert!(
+        page.contains("Your last message was not sent: it is in the box"),
+        "{page}"
+    );
+}
+
 /// Found by a hunt: Stop ended the turn at once, and its end was judged against storage
 /// while the write of the message (a task of the agent's, which Stop does not drop) was
 /// still under way: the message was shown as "not sent", then stored; sent again, it was
@@ -203,6 +238,9 @@ async fn a_message_whose_write_lands_after_stop_is_not_shown_as_unsent() {
         1,
         "stored once: {stored:?}"
     );
+    let page = send(&app, get("/sessions/s1")).await.body;
+    assert_eq!(message_box(&page), "", "stored, so not offered again");
+    assert!(!page.contains("not sent"), "{page}");
 }
 
 #[tokio::test]

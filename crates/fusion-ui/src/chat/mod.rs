@@ -205,6 +205,12 @@ impl Chats {
         turns.get(id).filter(|turn| turn.key == key).cloned()
     }
 
+    /// The last turn of session `id`, once it has ended, while it is kept.
+    pub(crate) fn ended(&self, id: &str) -> Option<Arc<Turn>> {
+        let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        turns.get(id).filter(|turn| turn.is_over()).cloned()
+    }
+
     /// The turn running on session `id`, if one is.
     pub(crate) fn running(&self, id: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());

@@ -172,6 +172,11 @@ impl Turn {
         self.changed.send_modify(|version| *version += 1);
     }
 
+    /// How the turn ended; `None` while it runs.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        self.lock().outcome.clone()
+    }
+
     /// Whether the turn has ended.
     pub(crate) fn is_over(&self) -> bool {
         self.lock().outcome.is_some()

@@ -28,12 +28,25 @@ const ARGUMENT_CHARS: usize = 200;
 pub(crate) struct ChatForm<'a> {
     id: &'a str,
     oob: bool,
+    /// The text the box starts with: the last message the session's turn did not send.
+    draft: Option<&'a str>,
 }
 
 impl<'a> ChatForm<'a> {
     /// The form of session `id`.
     pub(crate) fn new(id: &'a str, oob: bool) -> Self {
-        Self { id, oob }
+        Self {
+            id,
+            oob,
+            draft: None,
+        }
+    }
+
+    /// The form with `message` in its box, saying it was not sent: the end of the turn
+    /// that did not send it is gone once the page is reloaded, and with it the text.
+    pub(crate) fn unsent(mut self, message: Option<&'a str>) -> Self {
+        self.draft = message;
+        self
     }
 }
 

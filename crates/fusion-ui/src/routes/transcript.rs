@@ -38,18 +38,32 @@ pub(crate) async fn show(
     let messages = Messages::window(&id, &history, generation, end);
     Ok(render(
         StatusCode::OK,
-        &TranscriptPage::new(Head::new(&info), messages, chat_section(&state, &id)),
+        &TranscriptPage::new(
+            Head::new(&info),
+            messages,
+            chat_section(&state, &id, &history),
+        ),
     ))
 }
 
 /// The chat's form, and the panel of the turn running on session `id` (a reload while
-/// it runs picks up its stream).
-fn chat_section(state: &AppState, id: &str) -> ChatSection {
+/// it runs picks up its stream). The form holds the message of the session's last turn
+/// when that turn ended without storing it and `history`, the session as stored now,
+/// still lacks it: the end that showed it is not shown again.
+fn chat_section(state: &AppState, id: &str, history: &[ChatMessage]) -> ChatSection {
     let Some(chats) = &state.chat else {
         return ChatSection::default();
     };
+    let ended = chats.ended(id);
+    let unsent = ended.as_deref().filter(|turn| {
+        turn.outcome()
+            .is_some_and(|outcome| turn.message_unsent(&outcome, Some(history)))
+    });
     ChatSection {
-        form: ChatForm::new(id, false).render().ok(),
+        form: ChatForm::new(id, false)
+            .unsent(unsent.map(|turn| turn.message.as_str()))
+            .render()
+            .ok(),
         live: chats
             .running(id)
             .and_then(|turn| ChatLive::new(&turn, None).render().ok()),
