@@ -295,7 +295,7 @@ const SECRET_OPTION_WORDS: &[&str] = &[
 /// secret (`token`, `apikey`, `credentials`): a flag merely about one (`--use-token-cache`,
 /// `--token-cache`) takes no value, and the word after it is the package. A negated flag
 /// (`--no-auth`) takes none either.
-fn names_a_secret(word: &str) -> bool {
+pub(crate) fn names_a_secret(word: &str) -> bool {
     let name = word.trim_start_matches('-').to_ascii_lowercase();
     let last = name.rsplit(['-', '_', '.', ':', '/']).next().unwrap_or("");
     let last = last.strip_suffix('s').unwrap_or(last);

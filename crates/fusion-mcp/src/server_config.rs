@@ -226,10 +226,14 @@ impl StdioServerConfig {
     /// command. An argument holding a URL (`postgresql://app:secret@db/x`, the way
     /// database servers take their connection) is shown without its secrets, as an HTTP
     /// server's URL is ([`fusion_core::redact_url`]: its password, its query's values).
+    ///
+    /// So is the value of an option whose name says it holds a secret (`--api-key KEY`,
+    /// `--token=TOKEN`, read as server names read them) and of a header a
+    /// proxy like `mcp-remote` is given (`--header "Authorization: Bearer TOKEN"`): shown as
+    /// `***`.
     pub fn display_command(&self) -> String {
-        std::iter::once(self.command.as_str())
-            .chain(self.args.iter().map(String::as_str))
-            .map(shown_argument)
+        let words = std::iter::once(&self.command).chain(&self.args);
+        (hidden_words(words).iter().map(|word| shown(word)))
             .collect::<Vec<_>>()
             .join(" ")
     }
@@ -238,6 +242,43 @@ impl StdioServerConfig {
     /// [`display_command`](Self::display_command) shows it, a URL's secrets hidden.
     pub(crate) fn display_program(&self) -> String {
         shown_argument(&self.command)
+    }
+}
+
+/// `words`, a command line, with their secrets hidden: a URL's ([`without_url_secrets`]),
+/// the value of an option whose name says it holds a secret, next word (`--token TOKEN`)
+/// or after `=` (`--token=TOKEN`), and a secret header's (`Authorization: Bearer TOKEN`).
+fn hidden_words<'a>(words: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut after_secret_option = false;
+    (words.into_iter())
+        .map(|word| {
+            let hidden = match after_secret_option {
+                true => "***".to_owned(),
+                false => without_option_secret(&without_url_secrets(word)),
+            };
+            after_secret_option = command_line::names_a_secret(word);
+            hidden
+        })
+        .collect()
+}
+
+/// `word` without the value of a secret option given in it (`--api-key=KEY`) or of a
+/// secret header (`Authorization: Bearer TOKEN`, `X-Api-Key: KEY`).
+fn without_option_secret(word: &str) -> String {
+    let secret = |name: &str| {
+        !name.is_empty()
+            && !name.contains(char::is_whitespace)
+            && (name.eq_ignore_ascii_case("authorization")
+                || command_line::names_a_secret(&format!("--{}", name.trim_start_matches('-'))))
+    };
+    match (word.split_once('='), word.split_once(':')) {
+        (Some((option, _)), _) if option.starts_with('-') && secret(option) => {
+            format!("{option}=***")
+        }
+        (_, Some((header, _))) if !word.starts_with('-') && secret(header) => {
+            format!("{header}: ***")
+        }
+        _ => word.to_owned(),
     }
 }
 
@@ -348,14 +389,7 @@ impl fmt::Debug for StdioServerConfig {
         // Values often hold API keys: names only.
         f.debug_struct("StdioServerConfig")
             .field("command", &without_url_secrets(&self.command))
-            .field(
-                "args",
-                &self
-                    .args
-                    .iter()
-                    .map(|arg| without_url_secrets(arg))
-                    .collect::<Vec<_>>(),
-            )
+            .field("args", &hidden_words(&self.args))
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("cwd", &self.cwd)
             .field("inherit_env", &self.inherit_env)
@@ -732,5 +766,32 @@ mod tests {
         let line = "server file:/x,redis:u:s3cret@h 'x";
         let err = McpServerConfig::command_line(line).unwrap_err().to_string();
         assert!(!err.contains("s3cret") && err.contains("@h"), "{err}");
+    }
+
+    /// Found by a review: the arguments were shown with only a URL's secrets hidden, so
+    /// a key given as an option's value (`--api-key KEY`, `--token=TOKEN`) or the header
+    /// a proxy is given (`npx mcp-remote URL --header "Authorization: Bearer TOKEN"`) went
+    /// as it is into every message and log line naming the command, and into `Debug`.
+    #[test]
+    fn an_options_or_a_headers_secret_is_shown_hidden() {
+        let config = StdioServerConfig::new("npx").args([
+            "mcp-remote",
+            "https://mcp.example.com/sse",
+            "--header",
+            "Authorization: Bearer s3cret",
+            "--api-key",
+            "s3cret",
+            "--token=s3cret",
+            "--use-token-cache",
+            "X-Api-Key:s3cret",
+            "--port=8080",
+        ]);
+        assert_eq!(
+            config.display_command(),
+            "npx mcp-remote https://mcp.example.com/sse --header Authorization: *** \
+             --api-key *** --token=*** --use-token-cache X-Api-Key: *** --port=8080"
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
     }
 }
