@@ -31,7 +31,7 @@ use tracing::{Instrument, debug, field, info, info_span, trace};
 
 use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest, Gate};
 use crate::tools::registry::ToolRegistry;
-use crate::tools::schema::{bare_text_property, check_and_fit_arguments};
+use crate::tools::schema::{bare_text_property, check_and_fit_arguments, takes_one_string};
 
 /// How long one tool call may run unless configured otherwise.
 pub const DEFAULT_TOOL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -245,7 +245,8 @@ impl ToolExecutor {
 
     /// The arguments of a text-mode action whose input is bare text (`Action Input:
     /// notes.txt`) or one JSON string (`"notes.txt"`): an object giving the text to the
-    /// tool's one string property ([`bare_text_property`]), what the model meant. Any
+    /// tool's one string property ([`bare_text_property`]), what the model meant, or the
+    /// JSON string for a tool whose schema is one string ([`takes_one_string`]). Any
     /// other input is returned as it is: JSON, text that begins like an object or array
     /// (JSON the model got wrong, never a value), or text for a tool without such a
     /// property, which [`execute`](Self::execute) refuses as not JSON, showing the schema.
@@ -265,6 +266,7 @@ impl ToolExecutor {
         };
         match bare_text_property(&schema) {
             Some(name) => serde_json::json!({ name: text }).to_string(),
+            None if takes_one_string(&schema) => Value::String(text).to_string(),
             None => input,
         }
     }
@@ -602,5 +604,46 @@ mod tests {
         }
         assert_eq!(bounded(text.clone(), text.len()), text);
         assert_eq!(bounded(String::new(), 0), "");
+    }
+
+    /// Takes one string as its arguments.
+    struct Say;
+
+    #[async_trait]
+    impl Tool for Say {
+        fn name(&self) -> &str {
+            "say"
+        }
+        fn description(&self) -> &str {
+            "says its arguments"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": "string"})
+        }
+        async fn call(&self, args: Value) -> Result<String> {
+            Ok(args.as_str().unwrap_or_default().to_owned())
+        }
+    }
+
+    /// Found by a hunt: a text-mode bare input for a tool whose schema is one string was
+    /// refused as not JSON, where the text is the very string the schema asks for.
+    #[tokio::test]
+    async fn a_bare_text_input_is_the_string_a_one_string_schema_takes() {
+        let executor = ToolExecutor::new(
+            ToolRegistry::new().with(Say).with(Probe),
+            ExecutorConfig::default(),
+        );
+        let said = executor.react_arguments("say", "hello there".to_owned());
+        assert_eq!(said, r#""hello there""#);
+        let outcome = executor.execute(&ToolCall::new("1", "say", said)).await;
+        assert!(outcome.success, "{}", outcome.output);
+        assert_eq!(outcome.output, "hello there");
+        assert_eq!(
+            executor.react_arguments("probe", "ok".to_owned()),
+            r#"{"mode":"ok"}"#
+        );
+        for kept in ["{\"mode\": ok", "3", "[1"] {
+            assert_eq!(executor.react_arguments("say", kept.to_owned()), kept);
+        }
     }
 }

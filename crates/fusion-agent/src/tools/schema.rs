@@ -106,6 +106,17 @@ pub(crate) fn bare_text_property(schema: &Value) -> Option<&str> {
     takes_text.then_some(name)
 }
 
+/// Whether `schema` is of one value, not an object, whose declared `type` takes a string
+/// (`{"type": "string"}`): a tool's bare text input is then that string.
+pub(crate) fn takes_one_string(schema: &Value) -> bool {
+    let wants_object = schema.get("type").and_then(Value::as_str) == Some("object")
+        || schema.get("properties").is_some();
+    !wants_object
+        && schema
+            .get("type")
+            .is_some_and(|ty| matches_type(ty, &Value::String(String::new())))
+}
+
 /// `Ok` without problems, else every problem in one message.
 fn verdict(problems: Vec<String>) -> Result<(), String> {
     if problems.is_empty() {
