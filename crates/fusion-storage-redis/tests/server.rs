@@ -458,3 +458,39 @@ async fn a_delete_short_of_replica_acknowledgements_says_what_it_did() {
     assert!(wrong.iter().all(|wrong| !shown.contains(wrong)), "{shown}");
     assert!(h.open().await.load("s").await.unwrap().is_empty());
 }
+
+/// Found by a review: a metadata update, a truncate or a save short of replica
+/// acknowledgements said "a retry would apply the write twice", true of an append's
+/// messages only: sent again, these leave the session as they did.
+#[tokio::test]
+async fn an_overwrite_short_of_replica_acknowledgements_is_not_said_to_apply_twice() {
+    let Some(h) = harness().await else {
+        return;
+    };
+    let acks = h.options().replica_acks(64, Duration::from_millis(10));
+    let acked = h.connect(acks).await.unwrap();
+    let store = h.open().await;
+    let two = [ChatMessage::user("a"), ChatMessage::user("b")];
+    store.append("o", &two).await.unwrap();
+    let title = fusion_core::MetaUpdate::new().title(Some("t"));
+    let errors = [
+        acked.update_session("o", &title).await.unwrap_err(),
+        acked.truncate("o", 1).await.unwrap_err(),
+        acked.save("o", &two).await.unwrap_err(),
+    ];
+    for err in errors {
+        assert!(!err.is_retryable(), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("written on the primary"), "{shown}");
+        assert!(
+            shown.contains("leaves the session as this write did"),
+            "{shown}"
+        );
+        assert!(!shown.contains("apply the write twice"), "{shown}");
+    }
+    assert_eq!(
+        store.load("o").await.unwrap(),
+        two,
+        "the save is on the primary"
+    );
+}

@@ -20,8 +20,11 @@ pub(super) enum Applied {
 /// acknowledgements ([`short_of_acks`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Did {
-    /// It stored something (any write but a delete).
+    /// It stored messages (an append), which a retry may store again.
     Store,
+    /// It wrote what a retry writes the same again: a replace, rewrite, truncate or
+    /// metadata update.
+    Overwrite,
     /// A delete that removed the session.
     Delete,
     /// A delete that found nothing stored under the session's id.
@@ -46,6 +49,13 @@ pub(super) fn short_of_acks(
             "{op}: stored on the primary, but only {got} of {replicas} replicas acknowledged \
              it within {timeout:?}; a failover before they catch up would lose it (not \
              retryable: a retry would apply the write twice)"
+        ),
+        Did::Overwrite => format!(
+            "{op}: written on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would lose it (not \
+             retryable, though sent again it leaves the session as this write did; a \
+             conditional one is refused as a conflict then, this write having changed the \
+             session: read it to see that write)"
         ),
         Did::Delete => format!(
             "{op}: deleted on the primary, but only {got} of {replicas} replicas acknowledged \

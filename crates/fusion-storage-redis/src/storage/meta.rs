@@ -20,6 +20,7 @@ use futures::future::join;
 use redis::{FromRedisValue, Value};
 
 use super::RedisStorage;
+use super::followed::Did;
 use super::forget::forget_limit;
 use super::upkeep::{Left, within};
 use super::write::evalsha;
@@ -130,7 +131,13 @@ impl RedisStorage {
             };
             let op = self.op("update_session", Some(id));
             let reply: Value = self
-                .run_write(self.writing(&scripts::UPDATE), &call, op, &keys)
+                .run_write(
+                    self.writing(&scripts::UPDATE),
+                    &call,
+                    op,
+                    &keys,
+                    Did::Overwrite,
+                )
                 .await?;
             let items: Vec<Value> = FromRedisValue::from_redis_value(reply)
                 .map_err(|err| parse_redis_error(err.into(), op))?;

@@ -110,8 +110,13 @@ impl RedisStorage {
             .await;
         self.check_value_sizes(id, &script, messages.len())?;
         let op = self.op(name, Some(id));
+        let did = if mode == "append" {
+            Did::Store
+        } else {
+            Did::Overwrite
+        };
         let outcome: scripts::Outcome = self
-            .run_write(self.writing(&scripts::WRITE), &script, op, &keys)
+            .run_write(self.writing(&scripts::WRITE), &script, op, &keys, did)
             .await?;
         match &outcome.wrote {
             Some(written) => {
@@ -197,7 +202,13 @@ impl RedisStorage {
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
         let outcome: scripts::Outcome = self
-            .run_write(self.writing(&scripts::TRUNCATE), &script, op, &keys)
+            .run_write(
+                self.writing(&scripts::TRUNCATE),
+                &script,
+                op,
+                &keys,
+                Did::Overwrite,
+            )
             .await?;
         match &outcome.wrote {
             Some(written) => self.follow(op, id, written, false).await?,
@@ -228,7 +239,8 @@ impl RedisStorage {
 
     /// Sends `call`, the `EVALSHA` of `script`, a write script on the session of `op`
     /// (whose `keys` name errors), and returns its reply once the replicas acknowledged
-    /// it (when the storage waits for them).
+    /// it (when the storage waits for them); `did` says what it did, for the error of one
+    /// short of them.
     ///
     /// On a cluster a write that failed but may have applied (its reply lost with its
     /// connection or timed out, see [`may_have_applied`], or too few replicas
@@ -245,9 +257,9 @@ impl RedisStorage {
         call: &Cmd,
         op: Op<'_>,
         keys: &[&str],
+        did: Did,
     ) -> Result<T> {
-        self.run_write_as(script, call, op, keys, |_| Did::Store)
-            .await
+        self.run_write_as(script, call, op, keys, |_| did).await
     }
 
     /// [`run_write`](Self::run_write), `did` saying from the script's reply what the
