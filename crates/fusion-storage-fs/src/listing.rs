@@ -333,16 +333,19 @@ impl Lister<'_> {
             }
             if updated < place || (!stored.counters && updated != place) {
                 // The line is newer than the session: its write was cut short.
-                match skip_damaged(&files, files.repair_updated(place)) {
-                    Ok(Some(repaired)) => info = repaired,
-                    Ok(None) => continue,
-                    // A directory this process cannot write (a read-only copy or mount)
-                    // keeps its files as they are: the session is listed at its line all
-                    // the same, as every listing here will find it.
+                match files.repair_updated(place) {
+                    // A directory or session file this process cannot write (a read-only
+                    // copy or mount, a file made read-only) keeps its files as they are:
+                    // the session is listed at its line all the same, as every listing
+                    // here will find it. Before `skip_damaged`, which would take the
+                    // refused open of a file that reads for one that cannot be read.
                     Err(Error::Io { source, .. }) if is_unwritable(&source) => {
                         info.updated_at = Some(from_unix_micros(place));
                     }
-                    Err(err) => return Err(err),
+                    repaired => match skip_damaged(&files, repaired)? {
+                        Some(repaired) => info = repaired,
+                        None => continue,
+                    },
                 }
             }
             // Otherwise a newer line places the session (before the cursor, or written

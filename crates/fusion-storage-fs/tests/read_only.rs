@@ -122,6 +122,60 @@ async fn a_read_only_directory_whose_index_lost_its_journals_is_listed_from_its_
     read_only(&index, 0o755);
 }
 
+/// The directory to list in `child_lists_a_read_only_session_file_when_asked`.
+const READ_ONLY_FILE_ENV: &str = "FUSION_FS_TEST_READ_ONLY_FILE_DIR";
+
+#[tokio::test]
+async fn child_lists_a_read_only_session_file_when_asked() {
+    let Ok(dir) = std::env::var(READ_ONLY_FILE_ENV) else {
+        return;
+    };
+    assert_eq!(newest_first(Path::new(&dir)).await, ["new", "old"]);
+}
+
+/// Found by a review: a session file made read-only (`chmod a-w`, to keep a conversation
+/// as it is) in a directory this process writes, whose lock file lost its counters, was
+/// left out of newest-first listings with a warning that its file cannot be read: the
+/// repair of its place opens the file to append, and that refusal was taken for a failed
+/// read. It is listed at its journal line, as in a read-only directory.
+#[tokio::test]
+async fn a_session_file_made_read_only_is_listed_though_it_lost_its_counters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sessions");
+    let storage = FileSystemStorage::new(&dir);
+    for id in ["old", "new"] {
+        storage.append(id, &[ChatMessage::user(id)]).await.unwrap();
+    }
+    drop(storage);
+    // Its counters lost (a lock file holding a generation alone, as an earlier version
+    // wrote it), and its file's time an hour before its journal line, so that the listing
+    // must repair its place.
+    std::fs::write(dir.join(".old.lock"), "0000000000000042").unwrap();
+    let old = dir.join("old.jsonl");
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let file = std::fs::File::options().write(true).open(&old).unwrap();
+    file.set_modified(an_hour_ago).unwrap();
+    drop(file);
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o444)).unwrap();
+
+    if running_as_root() {
+        // Root writes anywhere: `nobody` lists it, owning every file, so that only the
+        // session file's mode refuses it a write.
+        for entry in walk(&dir).into_iter().chain([dir.clone()]) {
+            std::os::unix::fs::chown(&entry, Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = dir.to_str().expect("a temp dir's path is UTF-8");
+        run_test_in_child(
+            "child_lists_a_read_only_session_file_when_asked",
+            READ_ONLY_FILE_ENV,
+            dir,
+        );
+    } else {
+        assert_eq!(newest_first(&dir).await, ["new", "old"]);
+    }
+}
+
 /// Every file and directory under `dir`, not `dir` itself.
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
