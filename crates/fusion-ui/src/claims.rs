@@ -25,6 +25,10 @@ pub(crate) enum Work {
     Deleting,
     /// An undo of the last turn.
     Undoing,
+    /// A rename or a change of tags: a delete's page compares the metadata it showed
+    /// before its write, which cannot compare it, so a rename by this app between the
+    /// two must wait its turn (see `routes/delete.rs`).
+    Renaming,
 }
 
 impl Work {
@@ -34,6 +38,7 @@ impl Work {
             Work::StartingTurn => "starting a chat turn on",
             Work::Deleting => "deleting",
             Work::Undoing => "undoing the last turn of",
+            Work::Renaming => "renaming or retagging",
         }
     }
 }

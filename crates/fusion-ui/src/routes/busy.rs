@@ -66,5 +66,6 @@ fn refused(work: Work) -> &'static str {
         Work::StartingTurn => "starting a turn",
         Work::Deleting => "deleting it",
         Work::Undoing => "undoing its last turn",
+        Work::Renaming => "renaming or retagging it",
     }
 }

@@ -22,8 +22,9 @@
 //! before counters renamed a file-system session without moving the last write it
 //! reports. The confirmation carries a digest of the session's title, owner, tags, data
 //! and expiry too ([`meta_digest`]), and before the write the session must report all
-//! the page read, exactly. (Such a rename between that read and the write still goes
-//! unseen: the storage's condition cannot compare metadata.)
+//! the page read, exactly. A rename or retag by this app holds the session's claim, as a
+//! delete does, so none lands between that read and the write; one by another process
+//! there still goes unseen: the storage's condition cannot compare metadata.
 //!
 //! A backend may compare a later last write than it reports: the file-system backend,
 //! for a session whose counters were lost (or written by a release before them), reports

@@ -20,8 +20,10 @@ use axum::extract::{Path, State};
 use axum::response::Redirect;
 use fusion::storage::MetaUpdate;
 
+use super::busy::claim;
 use super::form::FormFields;
 use super::request::{not_stored, valid_id};
+use crate::claims::Work;
 use crate::html::PageError;
 use crate::state::AppState;
 
@@ -68,8 +70,13 @@ pub(crate) async fn tags(
 /// Applies `update` to session `id` and returns to its page: 404 when it does not exist,
 /// 400 when the result breaks a metadata rule, 409 when its title condition fails
 /// (nothing is changed then).
+///
+/// Under the session's claim: a delete of this app checks the metadata its page showed,
+/// then deletes with a write that cannot compare metadata; a rename between the two, from
+/// another tab, was deleted unseen where the rename leaves the last write as it was.
 async fn apply(state: &AppState, id: &str, update: &MetaUpdate) -> Result<Redirect, PageError> {
     valid_id(id)?;
+    let _claim = claim(state, id, Work::Renaming)?;
     match state.storage.update_session(id, update).await {
         Ok(Some(_)) => Ok(Redirect::to(&format!("/sessions/{id}"))),
         Ok(None) => Err(not_stored(id)),
