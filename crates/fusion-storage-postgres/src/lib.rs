@@ -205,7 +205,12 @@
 //!   storage tries one at a time; calls timing out meanwhile share its finding
 //!   (`timed_out`). An open whose pool gets no first connection says why the same way.
 //! - A schema whose `_sqlx_migrations` records a version this build does not know (a
-//!   newer release upgraded it): connect fails, not retryable, and writes nothing.
+//!   newer release upgraded it): connect fails, not retryable, and writes nothing. A
+//!   storage already open when a newer release upgrades its schema is not checked again
+//!   on each call (a round trip each): its calls work as long as its statements fit the
+//!   new schema, and one that no longer does (a column gone or renamed, a new constraint)
+//!   fails, not retryable, saying a newer release upgraded the schema to that version and
+//!   to restart the process on it (the records are read only then, on such an error).
 //! - Wrong password, missing database, missing privileges, a TLS failure (a server
 //!   certificate that is not trusted or does not name the URL's host included): not
 //!   retryable, saying which.

@@ -14,9 +14,11 @@ use std::time::Duration;
 use fusion_core::Result;
 use fusion_core::sql::Schema;
 use fusion_core::sql::migrations::{Applied, Migrations};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, PgPool};
 
-use crate::error::{Op, PLACE, newer_schema, no_answer, parse_postgres_error, upgraded_elsewhere};
+use crate::error::{
+    BACKEND, Op, PLACE, newer_schema, no_answer, parse_postgres_error, upgraded_elsewhere,
+};
 
 /// The first key of the advisory lock that serializes creating and migrating one schema
 /// (the second is the hash of the schema name): "fusn" in ASCII.
@@ -207,4 +209,41 @@ fn found(recorded: Option<&[Applied]>) -> Found {
         return Found::Nothing;
     };
     MIGRATIONS.check(applied).map_or(Found::Behind, Found::Done)
+}
+
+/// The migration versions `schema`'s `_sqlx_migrations` records that this build does not
+/// have, read on a connection of `pool`: a newer release upgraded the schema while this
+/// storage was open (the check at open cannot see that). Empty when there are none, or
+/// when the records cannot be read (the caller then reports the error it met).
+pub(crate) async fn newer_under(pool: &PgPool, schema: &str) -> Vec<i64> {
+    let Ok(mut conn) = pool.acquire().await else {
+        return Vec::new();
+    };
+    match recorded(&mut conn, schema).await {
+        Ok(Some(applied)) => match MIGRATIONS.check(&applied) {
+            Some(Schema::Newer(unknown)) => unknown,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+/// The error of a call of operation `op` that met `err` (a statement that no longer fits
+/// the schema) on `schema`, which a newer release upgraded to versions `unknown` while
+/// this storage was open. Said so, with what to do: the schema is fine, this process is
+/// the one behind.
+pub(crate) fn upgraded_under(
+    op: Op<'_>,
+    schema: &str,
+    unknown: &[i64],
+    err: sqlx::Error,
+) -> fusion_core::Error {
+    let versions: Vec<String> = unknown.iter().map(i64::to_string).collect();
+    let message = format!(
+        "{op}: schema \"{schema}\" was upgraded to schema version {} by a newer Fusion \
+         release while this process had it open, and this build's statements no longer fit \
+         it ({err}); restart this process on that release",
+        versions.join(", ")
+    );
+    fusion_core::Error::backend(BACKEND, message, false, err)
 }

@@ -6,46 +6,45 @@ use fusion_core::{MetaUpdate, Result, SessionInfo, SessionMeta};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Postgres, Transaction};
 
-use crate::error::{Op, parse_postgres_error};
 use crate::expiry;
 use crate::meta::decode_info;
 use crate::sql::{LOCK_INFO, UPDATE_META};
 use crate::write::stored_tags;
 
-/// Applies `update` to the metadata of `session_id` in the transaction `tx` (just begun),
-/// `op` naming it in errors; `None`, writing nothing, when the session is absent or
-/// expired.
+/// Applies `update` to the metadata of `session_id` in the transaction `tx` (just begun);
+/// `None`, writing nothing, when the session is absent or expired. A failed statement's
+/// error is returned as it is (`Err`), once the transaction has ended, for the caller to
+/// map (`PostgresStorage::call_error`, which may read more on a connection of the pool:
+/// not one to wait for while this one is held).
 pub(crate) async fn locked(
     mut tx: Transaction<'static, Postgres>,
-    op: Op<'_>,
     session_id: &str,
     update: &MetaUpdate,
-) -> Result<Option<SessionInfo>> {
-    let err = |e| parse_postgres_error(e, op);
-    let outcome = async {
-        let Some(row) = lock_info(&mut tx, session_id).await.map_err(err)? else {
-            return Ok(None);
+) -> sqlx::Result<Result<Option<SessionInfo>>> {
+    let outcome: sqlx::Result<Result<Option<SessionInfo>>> = async {
+        let Some(row) = lock_info(&mut tx, session_id).await? else {
+            return Ok(Ok(None));
         };
-        let mut meta = decode_info(&row)?.meta;
-        update.apply_to_stored(session_id, &mut meta)?;
-        let row = store_meta(&mut tx, session_id, &meta).await.map_err(err)?;
-        decode_info(&row).map(Some)
+        let mut meta = match decode_info(&row) {
+            Ok(info) => info.meta,
+            Err(refused) => return Ok(Err(refused)),
+        };
+        if let Err(refused) = update.apply_to_stored(session_id, &mut meta) {
+            return Ok(Err(refused));
+        }
+        let row = store_meta(&mut tx, session_id, &meta).await?;
+        Ok(decode_info(&row).map(Some))
     }
     .await;
-    match outcome {
-        Ok(Some(info)) => {
-            tx.commit().await.map_err(err)?;
-            Ok(Some(info))
-        }
-        // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK
-        // until the pool next touches the connection, and the row stays locked until
-        // then. A failed rollback means a broken connection, whose transaction the
-        // server ends; what the caller needs is the outcome.
-        other => {
-            let _ = tx.rollback().await;
-            other
-        }
+    if let Ok(Ok(Some(info))) = outcome {
+        return tx.commit().await.map(|()| Ok(Some(info)));
     }
+    // Rolled back here, not left to the drop of `tx`: that queues the ROLLBACK until the
+    // pool next touches the connection, and the row stays locked until then. A failed
+    // rollback means a broken connection, whose transaction the server ends; what the
+    // caller needs is the outcome.
+    let _ = tx.rollback().await;
+    outcome
 }
 
 /// The facts of `session_id` ([`LOCK_INFO`]), its row locked until `tx` ends; `None` when

@@ -52,6 +52,14 @@ impl PostgresStorage {
                     None => parse_postgres_error(err, op),
                 }
             }
+            (err, _) if is_schema_mismatch(&err) => {
+                let unknown = crate::migrate::newer_under(&self.pool, &self.schema).await;
+                if unknown.is_empty() {
+                    parse_postgres_error(err, op)
+                } else {
+                    crate::migrate::upgraded_under(op, &self.schema, &unknown, err)
+                }
+            }
             (err, _) => parse_postgres_error(err, op),
         }
     }
@@ -84,4 +92,21 @@ fn is_time_conversion(err: &sqlx::Error) -> bool {
     };
     // 0A000: feature_not_supported (infinity); 22003: numeric_value_out_of_range.
     matches!(db.code().as_deref(), Some("0A000" | "22003"))
+}
+
+/// Whether `err` says a statement no longer fits the schema (a table, column or function
+/// gone or changed, a new constraint refusing what this build writes, a column of another
+/// type than this build reads): what a newer release's upgrade of the schema does to a
+/// process still running the older build (see [`crate::migrate::newer_under`]).
+fn is_schema_mismatch(err: &sqlx::Error) -> bool {
+    match err {
+        // undefined_table, undefined_column, datatype_mismatch, undefined_function,
+        // not_null_violation, check_violation.
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("42P01" | "42703" | "42804" | "42883" | "23502" | "23514")
+        ),
+        sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => true,
+        _ => false,
+    }
 }

@@ -430,7 +430,10 @@ impl ConversationStorage for PostgresStorage {
                 Ok(tx) => tx,
                 Err(err) => return Err(self.call_error(err, op, began).await),
             };
-            update::locked(tx, op, session_id, update).await
+            match update::locked(tx, session_id, update).await {
+                Ok(updated) => updated,
+                Err(err) => Err(self.call_error(err, op, began).await),
+            }
         };
         self.bounded(op, run).await
     }
