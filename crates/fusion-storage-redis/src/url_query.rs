@@ -132,7 +132,9 @@ fn check_driver_query(driver_url: &str, url: &str) -> Result<()> {
 /// unknown query parameter named in the error (a piece of the password shown), or as a
 /// URL the driver cannot parse, none saying what is wrong. An `@` after that character
 /// tells: no path or fragment holds one, and a query only in a value (`key_prefix=me@x`),
-/// its piece holding an `=` before it, with the authority a list of `host[:port]`.
+/// its piece holding an `=` before it, with the hosts a list of `host[:port]`. An `@`
+/// before the cut tells nothing: a user name may hold one (`me@corp:pa?ss@h`), so the
+/// hosts are what follows the last `@` before the cut.
 fn check_credentials(url: &str) -> Result<()> {
     let Some((_, rest)) = url.split_once("://") else {
         return Ok(());
@@ -141,14 +143,17 @@ fn check_credentials(url: &str) -> Result<()> {
         return Ok(());
     };
     let (authority, after) = rest.split_at(cut);
-    let Some(at) = after.find('@').filter(|_| !authority.contains('@')) else {
+    let Some(at) = after.find('@') else {
         return Ok(());
     };
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
     let before_at = &after[..at];
     let in_a_value = before_at.contains('?')
         && !before_at.contains('#')
         && (before_at.rsplit(['?', '&']).next()).is_some_and(|piece| piece.contains('='))
-        && authority.split(',').all(is_host_port);
+        && hosts.split(',').all(is_host_port);
     if in_a_value {
         return Ok(());
     }
@@ -219,6 +224,33 @@ mod tests {
             ("redis://:hun/ter2@h", "`/`; percent-encode it as %2F"),
             ("redis://u:123?ter2@h", "`?`; percent-encode it as %3F"),
             ("redis://:hun?a=ter2@h", "`?`; percent-encode it as %3F"),
+            // Found by a later review: a user name holding an `@` (`me@corp`) let the
+            // password's `?` through, its rest (`ter2@h`) named as an unknown parameter,
+            // and a `#` or `/` reach the driver.
+            (
+                "redis://me@corp:hun?ter2@h:6379",
+                "`?`; percent-encode it as %3F",
+            ),
+            (
+                "redis+cluster://me@corp:hun?ter2@h1:7000,h2:7001",
+                "`?`; percent-encode it as %3F",
+            ),
+            (
+                "redis://me@corp:1234?ter2@h",
+                "`?`; percent-encode it as %3F",
+            ),
+            (
+                "redis://me@corp:hun#ter2@h",
+                "`#`; percent-encode it as %23",
+            ),
+            (
+                "redis://me@corp:hun/ter2@[::1]",
+                "`/`; percent-encode it as %2F",
+            ),
+            (
+                "redis://:hun?ter2@[::1]:6379",
+                "`?`; percent-encode it as %3F",
+            ),
         ] {
             let text = refusal(url);
             assert!(text.contains(held), "{url}: {text}");
@@ -229,6 +261,9 @@ mod tests {
             "redis+cluster://:hun%23ter2@h1:7000,h2",
             "redis://h:6379/0?key_prefix=me@x",
             "redis+cluster://u:p@h1:7000,[::1]:7001?protocol=3&key_prefix=a@b",
+            "redis://me@corp:pass@h:6379/0?key_prefix=a@b",
+            "redis://me@corp:hun%3Fter2@[::1]:6379?protocol=3",
+            "redis+cluster://me@corp:p@h1:7000,[::1]:7001/0?key_prefix=x@y",
         ] {
             apply(url, RedisOptions::new()).unwrap();
         }

@@ -379,6 +379,59 @@ async fn a_missing_or_wrong_password_fails_connect_clearly() {
     assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
 }
 
+/// Found by a review of 9f8bdee, which refuses a `?`, `#` or `/` written as it is in a
+/// URL's credentials: written percent-encoded they reach the server as they are, so the
+/// password connects, also an ACL user's whose name holds an `@` (written as it is or as
+/// %40); written as they are they are refused, naming the character, before connecting,
+/// with no piece of the password shown (a user name holding an `@` let it through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percent_encoded_password_connects_and_one_written_as_it_is_is_refused() {
+    let Some(server) = Throwaway::with_config(&["--requirepass", "kiwi?mango#pear/fig"]) else {
+        return;
+    };
+    let _running = server.start().await;
+    let at = |credentials: &str| {
+        server
+            .url
+            .replace("redis://", &format!("redis://{credentials}@"))
+    };
+    let store = RedisStorage::connect(&at(":kiwi%3Fmango%23pear%2Ffig"))
+        .await
+        .unwrap();
+    store.append("s", &[ChatMessage::user("in")]).await.unwrap();
+    let mut raw = admin(&at(":kiwi%3Fmango%23pear%2Ffig")).await;
+    let rules = ["on", ">plum?lime#date/yam", "~*", "&*", "+@all"];
+    run(
+        &mut raw,
+        &[["ACL", "SETUSER", "me@corp"].as_slice(), &rules].concat(),
+    )
+    .await
+    .unwrap();
+    for (user, id) in [("me@corp", "s1"), ("me%40corp", "s2")] {
+        let url = format!(
+            "{}?key_prefix=a@b",
+            at(&format!("{user}:plum%3Flime%23date%2Fyam"))
+        );
+        let store = RedisStorage::connect(&url).await.unwrap();
+        store.append(id, &[ChatMessage::user(user)]).await.unwrap();
+        assert_eq!(store.load(id).await.unwrap().len(), 1, "{user}");
+    }
+    for (credentials, held) in [
+        (":kiwi?mango", "`?`; percent-encode it as %3F"),
+        ("me@corp:plum?lime", "`?`; percent-encode it as %3F"),
+        ("me@corp:plum#lime", "`#`; percent-encode it as %23"),
+        ("me@corp:plum/lime", "`/`; percent-encode it as %2F"),
+    ] {
+        let err = RedisStorage::connect(&at(credentials)).await.unwrap_err();
+        let shown = err.to_string();
+        assert!(matches!(err, Error::Config(_)), "{shown}");
+        assert!(shown.contains(held), "{shown}");
+        for secret in ["kiwi", "mango", "plum", "lime"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+}
+
 /// ACL users short of what the storage needs get a clear `NOPERM` error at their first
 /// call, never retryable. One that may not publish on the changes channel (Redis 7's
 /// default for a new user) writing with `publish_changes` is refused before its script
