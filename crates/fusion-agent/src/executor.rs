@@ -248,8 +248,8 @@ impl ToolExecutor {
     /// tool's one string property ([`bare_text_property`]), what the model meant, or the
     /// JSON string for a tool whose schema is one string ([`takes_one_string`]). Any
     /// other input is returned as it is: JSON, text that begins like an object or array
-    /// (JSON the model got wrong, never a value), or text for a tool without such a
-    /// property, which [`execute`](Self::execute) refuses as not JSON, showing the schema.
+    /// or by naming a property (`path="notes.txt"`: JSON the model got wrong, never a
+    /// value), or text for a tool without such a property, which [`execute`](Self::execute) refuses as not JSON, showing the schema.
     pub(crate) fn react_arguments(&self, tool: &str, input: String) -> String {
         let text = match serde_json::from_str::<Value>(&input) {
             Ok(Value::String(text)) if object_encoded_twice(&input).is_none() => text,
@@ -264,7 +264,7 @@ impl ToolExecutor {
         let Ok(schema) = std::panic::catch_unwind(AssertUnwindSafe(|| tool.parameters())) else {
             return input;
         };
-        match bare_text_property(&schema) {
+        match bare_text_property(&schema, &text) {
             Some(name) => serde_json::json!({ name: text }).to_string(),
             None if takes_one_string(&schema) => Value::String(text).to_string(),
             None => input,
@@ -644,6 +644,38 @@ mod tests {
         );
         for kept in ["{\"mode\": ok", "3", "[1"] {
             assert_eq!(executor.react_arguments("say", kept.to_owned()), kept);
+        }
+    }
+
+    /// Found by a review of 9755ece: an object written wrong (`tool(path="a")` gives
+    /// `path="a"`, a model that left out the braces `"path": "a"`) was taken whole as the
+    /// one property's value, running another call than the model meant (`command: ls` as
+    /// the command). Text that starts by naming a property is refused as not JSON.
+    #[tokio::test]
+    async fn a_bare_input_naming_a_property_is_no_value_of_it() {
+        let executor =
+            ToolExecutor::new(ToolRegistry::new().with(Probe), ExecutorConfig::default());
+        for kept in [
+            "mode=\"ok\"",
+            "\"mode\": \"ok\"",
+            "mode: ok",
+            " 'mode' = ok",
+            "\"mode: ok\"",
+        ] {
+            assert_eq!(executor.react_arguments("probe", kept.to_owned()), kept);
+            let outcome = executor.execute(&ToolCall::new("1", "probe", kept)).await;
+            assert!(
+                !outcome.success && outcome.output.contains("\"required\""),
+                "{kept}: {}",
+                outcome.output
+            );
+        }
+        // Text that only begins like the name is a value.
+        for (text, sent) in [
+            ("model: x", r#"{"mode":"model: x"}"#),
+            ("ok", r#"{"mode":"ok"}"#),
+        ] {
+            assert_eq!(executor.react_arguments("probe", text.to_owned()), sent);
         }
     }
 }

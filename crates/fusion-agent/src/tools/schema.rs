@@ -81,12 +81,18 @@ pub(crate) fn check_and_fit_arguments(declared: &Value, args: &mut Value) -> Res
     verdict(problems)
 }
 
-/// The property a tool's bare text input (`Action Input: notes.txt`, no JSON) stands for:
+/// The property a tool's bare `text` input (`Action Input: notes.txt`, no JSON) stands for:
 /// the one `required` property, else the one declared property, when it takes a string.
-/// `None` when the schema names no such single property (the text is then refused as
-/// not JSON, with the schema, for the model to write an object).
-pub(crate) fn bare_text_property(schema: &Value) -> Option<&str> {
+/// `None` when the schema names no such single property, or when `text` starts by naming
+/// a declared property (`path="notes.txt"`, `"path": "notes.txt"`, `path: notes.txt`): an
+/// object written wrong, whose whole text as the value would run another call than the
+/// model meant (`command: ls` as the command). The text is then refused as not JSON, with
+/// the schema, for the model to write an object.
+pub(crate) fn bare_text_property<'s>(schema: &'s Value, text: &str) -> Option<&'s str> {
     let properties = schema.get("properties").and_then(Value::as_object)?;
+    if properties.keys().any(|name| names_property(text, name)) {
+        return None;
+    }
     let required: Vec<&str> = schema
         .get("required")
         .and_then(Value::as_array)
@@ -104,6 +110,19 @@ pub(crate) fn bare_text_property(schema: &Value) -> Option<&str> {
         .get("type")
         .is_none_or(|ty| matches_type(ty, &Value::String(String::new())));
     takes_text.then_some(name)
+}
+
+/// Whether `text` starts with `name` as an object's key is written, quoted or not, then
+/// `:` or `=` (`path: a`, `"path": "a"`, `path="a"`, as `tool(path="a")` gives).
+fn names_property(text: &str, name: &str) -> bool {
+    let text = text.trim_start();
+    let (quote, rest) = match text.strip_prefix(['"', '\'']) {
+        Some(rest) => (&text[..1], rest),
+        None => ("", text),
+    };
+    rest.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix(quote))
+        .is_some_and(|rest| rest.trim_start().starts_with([':', '=']))
 }
 
 /// Whether `schema` is of one value, not an object, whose declared `type` takes a string
