@@ -131,6 +131,8 @@ pub(super) fn explain_refused_call_ids(
     else {
         return error;
     };
+    // A blank id is sent replaced in either mode (`CallIds::send`), in a form every server
+    // takes: not one sent as stored, and `" "` is in any refusal's text.
     let stored: Vec<&str> = request
         .messages
         .iter()
@@ -138,6 +140,7 @@ pub(super) fn explain_refused_call_ids(
             let ids = m.tool_calls.iter().map(|call| call.id.as_str());
             ids.chain(m.tool_call_id.as_deref())
         })
+        .filter(|id| !id.trim().is_empty())
         .collect();
     // Mistral's refusal states its rule ("must be a-z, A-Z, 0-9, with a length of 9"),
     // under which only an id of the portable form is taken; other servers take OpenAI's
@@ -567,5 +570,31 @@ mod tests {
             br#"{"detail":"'stream' is not supported"}"#
         ));
         assert!(!refuses_streaming(StatusCode::SERVICE_UNAVAILABLE, said));
+    }
+
+    /// Found by a review of 7b82524: a blank stored id is sent replaced now, also with ids
+    /// sent as stored, but a refusal of another id was still said to be about it (`" "` is
+    /// in any refusal's text), pointing at portable_call_ids, which changes nothing there.
+    #[test]
+    fn a_blank_id_sent_replaced_gets_no_portable_ids_hint() {
+        use std::borrow::Cow;
+
+        use fusion_core::{ChatMessage, ToolCall};
+
+        let messages = [
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new(" ", "t", "{}")]),
+            ChatMessage::tool_result(" ", "out"),
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("call_1", "t", "{}")]),
+        ];
+        let request = ChatRequest {
+            messages: messages.iter().map(Cow::Borrowed).collect(),
+            ..Default::default()
+        };
+        let body = br#"{"error":{"message":"The following tool_call_ids did not have response messages: call_1"}}"#;
+        let error =
+            status_failure(&ctx(), StatusCode::BAD_REQUEST, &HeaderMap::new(), body).into_error(1);
+        let said = explain_refused_call_ids(error, &request, CallIds::AsStored).to_string();
+        assert!(said.contains("call_1"), "{said}");
+        assert!(!said.contains("portable_call_ids"), "{said}");
     }
 }
