@@ -150,6 +150,53 @@ fn the_token_budget_counts_the_text_react_prompt() {
     assert!(view.len() > 3, "{}", view.len());
 }
 
+/// Found by a review of 277d6a8: tools that alone exceed the budget (a budget set below
+/// the window by the tools' size, as once documented, counts them twice) left every request
+/// the latest turn alone, silently. The latest question is still sent, and a warning says
+/// why the rest is not.
+#[test]
+fn tools_that_alone_exceed_the_budget_keep_the_latest_turn_and_say_so() {
+    use fusion_core::testkit::logs::Logs;
+
+    let history = conversation(3);
+    let tools = [crate::llm::ToolDefinition {
+        name: "search".to_owned(),
+        description: "Searches everything. ".repeat(200),
+        parameters: serde_json::json!({"type": "object"}),
+    }];
+    let budget = count_tools(&EstimateCounter, &tools) - 1;
+    let logs = Logs::new();
+    let view = tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
+        request_view_with_tools(
+            &history,
+            &policy(None, Some(budget)),
+            &EstimateCounter,
+            None,
+            &tools,
+        )
+    });
+    assert_eq!(contents(&view)[..2], ["sys", "question 2"]);
+    assert_eq!(view.last().unwrap().content, "answer 2");
+    let logged = logs.text();
+    assert!(
+        logged.contains("only the latest turn is sent")
+            && logged.contains(&format!("budget={budget}")),
+        "{logged}"
+    );
+    // A budget that holds the tools says nothing.
+    let logs = Logs::new();
+    tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
+        request_view_with_tools(
+            &history,
+            &policy(None, Some(budget * 2)),
+            &EstimateCounter,
+            None,
+            &tools,
+        )
+    });
+    assert_eq!(logs.text(), "");
+}
+
 #[test]
 fn the_token_budget_drops_the_oldest_groups_first_and_is_respected() {
     let history = conversation(6);

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use fusion_core::ChatMessage;
+use tracing::warn;
 
 use super::groups::Layout;
 use super::policy::ContextPolicy;
@@ -53,7 +54,22 @@ pub(crate) fn apply_policy<'a>(
             None => 0,
         }
     };
-    let mut tokens = REPLY_PRIMING_TOKENS + other_tokens + tokens_of(head.as_slice());
+    let head_tokens = tokens_of(head.as_slice());
+    let mut tokens = REPLY_PRIMING_TOKENS + other_tokens + head_tokens;
+    if let Some(budget) = budget.filter(|&budget| tokens > budget) {
+        // Every request of the session then carries the latest turn alone, the model
+        // forgetting the rest: said, not done silently (a budget set below the window by
+        // the tools' size, as it was once documented, counts them twice).
+        warn!(
+            budget,
+            tools_tokens = other_tokens,
+            system_tokens = head_tokens,
+            "the token budget (max_tokens) is smaller than what every request carries \
+             besides the conversation: the tools offered (their definitions, or the text \
+             ReAct prompt) and the system prompt and summary; only the latest turn is sent. \
+             Raise the budget (it counts the tools), or offer fewer tools"
+        );
+    }
     let mut messages = 0;
     // Kept groups with their messages, so no message is shaped or counted twice.
     let mut kept: Vec<(usize, Vec<Cow<'a, ChatMessage>>)> = Vec::new();
