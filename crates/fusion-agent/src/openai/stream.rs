@@ -868,6 +868,40 @@ mod tests {
         );
     }
 
+    /// Found by a review of 75c31b1: a call whose numeric id comes on its first piece
+    /// only is one call, and fields of another type than expected (a choice's `index`
+    /// `"0"`, a call's `index` `"1"`, a name that is a number, a `refusal` `false`, a
+    /// `finish_reason` object) failed the stream; they read as what they can be, or as
+    /// missing (a call without an index is placed by its id).
+    #[tokio::test]
+    async fn odd_field_types_in_a_stream_keep_its_calls_apart_and_whole() {
+        let (deltas, failure) = read_text(&sse(&[
+            delta(serde_json::json!({"tool_calls": [{"index": 0, "id": 7,
+                "function": {"name": "read_file", "arguments": ""}}]})),
+            delta(serde_json::json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": "{\"path\":"}}]})),
+            delta(serde_json::json!({"tool_calls": [{"index": 0,
+                "function": {"arguments": "\"a\"}"}}]})),
+            delta(
+                serde_json::json!({"refusal": false, "tool_calls": [{"index": "1",
+                "id": "c2", "function": {"name": 5, "arguments": "{}"}}]}),
+            ),
+            serde_json::json!({"choices": [{"index": "0", "delta": {},
+                "finish_reason": {"type": "tool_calls"}}]}),
+        ]))
+        .await;
+        assert_eq!(failure, None);
+        let calls = &done(&deltas).message.tool_calls;
+        let calls: Vec<_> = calls
+            .iter()
+            .map(|c| (c.id.as_str(), c.name.as_str(), c.arguments.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [("7", "read_file", r#"{"path":"a"}"#), ("c2", "5", "{}")]
+        );
+    }
+
     /// Found by a review of fc58f90: a blank id (`" "`) on every piece of one call gave
     /// the call a fresh id, and each later piece with the name, its id not that fresh
     /// one, started another call. A blank id is no id, as an empty one is.

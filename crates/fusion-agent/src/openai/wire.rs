@@ -17,7 +17,7 @@ use crate::llm::{ChatResponse, Usage};
 struct WireResponse {
     #[serde(default)]
     choices: Option<Vec<WireChoice>>,
-    #[serde(default, deserialize_with = "lenient_usage")]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<WireUsage>,
     #[serde(default)]
     error: Option<Value>,
@@ -27,7 +27,7 @@ struct WireResponse {
 struct WireChoice {
     #[serde(default)]
     message: Option<WireReply>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     finish_reason: Option<String>,
 }
 
@@ -35,7 +35,7 @@ struct WireChoice {
 struct WireReply {
     #[serde(default)]
     content: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     refusal: Option<String>,
     #[serde(default)]
     tool_calls: Option<Vec<WireToolCall>>,
@@ -47,7 +47,7 @@ struct WireReply {
 /// its text and other calls with it.
 #[derive(Deserialize)]
 struct WireToolCall {
-    #[serde(default, deserialize_with = "lenient_id")]
+    #[serde(default, deserialize_with = "lenient_text")]
     id: Option<String>,
     #[serde(default)]
     function: Option<WireFunction>,
@@ -55,7 +55,7 @@ struct WireToolCall {
 
 #[derive(Deserialize, Default)]
 struct WireFunction {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_text")]
     name: Option<String>,
     #[serde(default)]
     arguments: Option<Value>,
@@ -63,48 +63,41 @@ struct WireFunction {
 
 /// Token counts. Bookkeeping, never worth a reply: a count that is missing, `null`,
 /// negative, fractional or past `u32` reads as unknown (0, or no total), and a `usage`
-/// that is not an object as no usage ([`lenient_usage`]).
+/// that is not an object as no usage ([`lenient`]).
 #[derive(Deserialize)]
 pub(super) struct WireUsage {
-    #[serde(default, deserialize_with = "lenient_count")]
+    #[serde(default, deserialize_with = "lenient")]
     prompt_tokens: Option<u32>,
-    #[serde(default, deserialize_with = "lenient_count")]
+    #[serde(default, deserialize_with = "lenient")]
     completion_tokens: Option<u32>,
-    #[serde(default, deserialize_with = "lenient_count")]
+    #[serde(default, deserialize_with = "lenient")]
     total_tokens: Option<u32>,
 }
 
-/// `usage` if it reads as one, else none: a reply the model finished is not thrown away
-/// for its token counts.
-fn lenient_usage<'de, D: serde::Deserializer<'de>>(
+/// A field as `T` if it reads as one, else as missing: a reply the model finished is not
+/// thrown away, its text and calls with it, for a field of another type than expected
+/// (`usage` that is no object, a token count that is negative or past `u32`, a
+/// `finish_reason` or `refusal` that is no string, a call's `index` that is no whole
+/// number, which is then placed as one without an index).
+fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
     deserializer: D,
-) -> Result<Option<WireUsage>, D::Error> {
+) -> Result<Option<T>, D::Error> {
     let value = Option::<Value>::deserialize(deserializer)?;
-    Ok(value.and_then(|value| serde_json::from_value(value).ok()))
+    Ok(value.and_then(|value| T::deserialize(value).ok()))
 }
 
-/// A call's id: a string as it is, a number as its text (`7` is `"7"`: some servers number
-/// their calls), anything else as no id (a fresh one is made, as for a missing id). A
-/// reply is not thrown away, its text and other calls with it, for the type of an id.
-fn lenient_id<'de, D: serde::Deserializer<'de>>(
+/// A call's id or name: a string as it is, a number as its text (`7` is `"7"`: some
+/// servers number their calls), anything else as missing (a call without an id gets a
+/// fresh one; one without a name is answered "no tool named"). A reply is not thrown
+/// away, its text and other calls with it, for the type of one call's field.
+fn lenient_text<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<String>, D::Error> {
     Ok(match Option::<Value>::deserialize(deserializer)? {
-        Some(Value::String(id)) => Some(id),
-        Some(Value::Number(id)) => Some(id.to_string()),
+        Some(Value::String(text)) => Some(text),
+        Some(Value::Number(number)) => Some(number.to_string()),
         _ => None,
     })
-}
-
-/// A token count if the value is one (a whole number from 0 to `u32::MAX`), else none.
-fn lenient_count<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u32>, D::Error> {
-    let value = Option::<Value>::deserialize(deserializer)?;
-    Ok(value
-        .as_ref()
-        .and_then(Value::as_u64)
-        .and_then(|count| u32::try_from(count).ok()))
 }
 
 /// Why a 200 reply is no chat completion.
@@ -230,7 +223,7 @@ impl From<WireUsage> for Usage {
 pub(super) struct WireChunk {
     #[serde(default)]
     pub choices: Option<Vec<WireChunkChoice>>,
-    #[serde(default, deserialize_with = "lenient_usage")]
+    #[serde(default, deserialize_with = "lenient")]
     pub usage: Option<WireUsage>,
     #[serde(default)]
     pub error: Option<Value>,
@@ -239,11 +232,11 @@ pub(super) struct WireChunk {
 /// One choice of a chunk; Fusion asks for one, so only `index` 0 (or none) counts.
 #[derive(Deserialize)]
 pub(super) struct WireChunkChoice {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub index: Option<u32>,
     #[serde(default)]
     pub delta: Option<WireDelta>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub finish_reason: Option<String>,
 }
 
@@ -252,7 +245,7 @@ pub(super) struct WireChunkChoice {
 pub(super) struct WireDelta {
     #[serde(default)]
     pub content: Option<Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub refusal: Option<String>,
     #[serde(default)]
     pub tool_calls: Option<Vec<WireToolCallDelta>>,
@@ -285,9 +278,9 @@ impl WireDelta {
 /// the first piece, the arguments in many.
 #[derive(Deserialize)]
 pub(super) struct WireToolCallDelta {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     pub index: Option<usize>,
-    #[serde(default, deserialize_with = "lenient_id")]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub id: Option<String>,
     #[serde(default)]
     pub function: Option<WireFunctionDelta>,
@@ -296,7 +289,7 @@ pub(super) struct WireToolCallDelta {
 /// The function part of a tool-call piece.
 #[derive(Deserialize)]
 pub(super) struct WireFunctionDelta {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_text")]
     pub name: Option<String>,
     #[serde(default)]
     pub arguments: Option<Value>,
@@ -429,6 +422,43 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(pieces[0].id.as_deref(), Some("7"));
+    }
+
+    /// Found by a review of 75c31b1: the other fields of a reply were still read strictly,
+    /// so a call's name that is a number, a `refusal` that is no string (`false`) or a
+    /// `finish_reason` that is an object failed the whole reply as the id did. Each reads
+    /// as what it can be, or as missing.
+    #[test]
+    fn reply_fields_of_another_type_keep_the_reply() {
+        let body = br#"{"choices":[{"finish_reason":{"type":"stop"},"message":{
+            "content":"Looking.","refusal":false,"tool_calls":[
+            {"id":"c1","function":{"name":7,"arguments":"{}"}},
+            {"id":"c2","function":{"name":["ls"],"arguments":"{}"}}]}}]}"#;
+        let reply = decode_response(body).unwrap();
+        assert_eq!(reply.message.content, "Looking.");
+        assert_eq!(reply.finish_reason, None);
+        let names: Vec<&str> = reply
+            .message
+            .tool_calls
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["7", ""]);
+        let chunk = decode_chunk(
+            r#"{"choices":[{"index":"0","finish_reason":1,"delta":{"refusal":{},"tool_calls":[
+                {"index":-1,"id":"c","function":{"name":3,"arguments":"{}"}}]}}]}"#,
+        )
+        .unwrap();
+        let choice = &chunk.choices.unwrap()[0];
+        assert_eq!(
+            (choice.index, choice.finish_reason.as_deref()),
+            (None, None)
+        );
+        let delta = choice.delta.as_ref().unwrap();
+        assert_eq!(delta.refusal, None);
+        let piece = &delta.tool_calls.as_ref().unwrap()[0];
+        assert_eq!(piece.index, None);
+        assert_eq!(piece.function.as_ref().unwrap().name.as_deref(), Some("3"));
     }
 
     #[test]
