@@ -15,8 +15,10 @@ use sqlx::migrate::MigrateError;
 
 use crate::files::{log_holds_writes, special_file, symlink_beside, wal_without_shared_memory};
 
+mod busy;
 mod schema;
 
+pub(crate) use busy::MaybeBusy;
 use schema::schema_error;
 pub(crate) use schema::{foreign_database, newer_schema};
 
@@ -338,61 +340,23 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
         ),
         SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
         SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
-        _ => (format!("{op}: {detail} (SQLite code {code})"), false),
-    }
-}
-
-/// An error that may be SQLite saying another connection holds a lock the call needs
-/// (`SQLITE_BUSY` or `SQLITE_LOCKED`, any extended code), so that the same call can succeed
-/// once that connection lets go.
-pub(crate) trait MaybeBusy {
-    /// Whether this is a busy or locked database.
-    fn is_busy(&self) -> bool;
-}
-
-fn is_busy_code(code: i64) -> bool {
-    matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
-}
-
-impl MaybeBusy for sqlx::Error {
-    fn is_busy(&self) -> bool {
-        match self {
-            sqlx::Error::Database(e) => e
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .is_some_and(is_busy_code),
-            sqlx::Error::Migrate(e) => match &**e {
-                MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
-                    inner.is_busy()
-                }
-                _ => false,
-            },
-            _ => false,
-        }
-    }
-}
-
-impl MaybeBusy for rusqlite::Error {
-    fn is_busy(&self) -> bool {
-        self.sqlite_error_code().is_some_and(|code| {
-            matches!(
-                code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+        // A table or column this build's statements name is gone. The open checked the
+        // schema's version, so it changed since: a newer release's upgrade, made by a
+        // process on that release, or a hand edit; opening it again says which.
+        SQLITE_ERROR
+            if detail.starts_with("no such table") || detail.starts_with("no such column") =>
+        {
+            (
+                format!(
+                    "{op}: {detail} (SQLite code {code}): the database's schema changed while \
+                 this storage had it open: a newer Fusion release upgraded it (restart this \
+                 process on that release; opening the database again names the version), \
+                 or it was changed outside Fusion"
+                ),
+                false,
             )
-        })
-    }
-}
-
-impl MaybeBusy for DirectError {
-    fn is_busy(&self) -> bool {
-        match self {
-            DirectError::Sqlite(e) => e.is_busy(),
-            DirectError::Closed
-            | DirectError::Deleted { .. }
-            | DirectError::Moved
-            | DirectError::FoundCorrupt
-            | DirectError::Stopped(_) => false,
         }
+        _ => (format!("{op}: {detail} (SQLite code {code})"), false),
     }
 }
 
