@@ -494,3 +494,55 @@ async fn an_overwrite_short_of_replica_acknowledgements_is_not_said_to_apply_twi
         "the save is on the primary"
     );
 }
+
+/// Found by a review: a creation short of replica acknowledgements said "stored on the
+/// primary ... a retry would apply the write twice", the words of an append, but its
+/// retry meets the session it created: a conflict; so does that of a conditional append
+/// expecting a revision (`Exactly`). A write whose expectation was not met changed
+/// nothing, yet was said stored too; a conditional replace by nothing deleted the session.
+#[tokio::test]
+async fn a_creation_or_a_conditional_write_short_of_replica_acknowledgements_says_what_it_did() {
+    let Some(h) = harness().await else {
+        return;
+    };
+    let acked = (h.connect(h.options().replica_acks(64, Duration::from_millis(10)))).await;
+    let acked = acked.unwrap();
+    let store = h.open().await;
+    let said = [ChatMessage::user("a")];
+    let meta = fusion_core::SessionMeta::new();
+    let err = acked.create_session("c", &meta, &said).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("created on the primary"), "{shown}");
+    assert!(
+        shown.contains("the creation is refused as a conflict"),
+        "{shown}"
+    );
+    assert!(!shown.contains("apply the write twice"), "{shown}");
+    let (_, revision) = store.load_revision("c").await.unwrap();
+    assert_eq!(revision.len, 1, "the creation is on the primary");
+
+    let unmet = [
+        acked.create_session("c", &meta, &said).await.unwrap_err(),
+        (acked
+            .write_if("c", Expect::Generation(7), Change::Append(&said))
+            .await)
+            .unwrap_err(),
+    ];
+    for err in unmet {
+        let shown = err.to_string();
+        assert!(shown.contains("so it changed nothing"), "{shown}");
+        assert!(!shown.contains("stored on the primary"), "{shown}");
+    }
+    let exactly = Expect::Exactly(revision);
+    let err = (acked.write_if("c", exactly, Change::Append(&said)).await).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.contains("written on the primary"), "{shown}");
+    assert!(shown.contains("refused as a conflict"), "{shown}");
+    assert!(!shown.contains("apply the write twice"), "{shown}");
+    let (_, revision) = store.load_revision("c").await.unwrap();
+    let emptied = Expect::Exactly(revision);
+    let err = (acked.write_if("c", emptied, Change::Replace(&[])).await).unwrap_err();
+    assert!(err.to_string().contains("deleted on the primary"), "{err}");
+    assert_eq!(store.load_revision("c").await.unwrap().1.len, 0);
+}

@@ -22,9 +22,14 @@ pub(super) enum Applied {
 pub(super) enum Did {
     /// It stored messages (an append), which a retry may store again.
     Store,
+    /// It created the session (a write expecting none, `create_session`), which a retry
+    /// meets: a conflict.
+    Create,
     /// It wrote what a retry writes the same again: a replace, rewrite, truncate or
-    /// metadata update.
+    /// metadata update; or a conditional write whose retry meets this one's change.
     Overwrite,
+    /// A write whose expectation the session did not meet: it changed nothing.
+    Unmet,
     /// A delete that removed the session.
     Delete,
     /// A delete that found nothing stored under the session's id.
@@ -35,8 +40,9 @@ pub(super) enum Did {
 
 /// The message of `op` when only `got` of the replicas `want` names acknowledged the
 /// primary in time, saying what the write `did` there: a delete is not said to be
-/// stored, nor one that removed nothing to apply twice, nor a purge to apply twice: it
-/// removes only what is still expired, so running it again does no harm.
+/// stored, nor one that removed nothing (or any write that changed nothing) to apply
+/// twice, nor a creation (whose retry is a conflict), nor a purge: it removes only what is
+/// still expired, so running it again does no harm.
 pub(super) fn short_of_acks(
     op: Op<'_>,
     did: Did,
@@ -49,6 +55,18 @@ pub(super) fn short_of_acks(
             "{op}: stored on the primary, but only {got} of {replicas} replicas acknowledged \
              it within {timeout:?}; a failover before they catch up would lose it (not \
              retryable: a retry would apply the write twice)"
+        ),
+        Did::Create => format!(
+            "{op}: created on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would lose it (not \
+             retryable: sent again, the creation is refused as a conflict, meeting the \
+             session this one created: read it to see that write)"
+        ),
+        Did::Unmet => format!(
+            "{op}: the session did not meet the write's expectation, so it changed nothing, \
+             but only {got} of {replicas} replicas acknowledged the primary within \
+             {timeout:?}: they may miss its earlier writes (not retryable; read the session \
+             to see where it stands)"
         ),
         Did::Overwrite => format!(
             "{op}: written on the primary, but only {got} of {replicas} replicas acknowledged \

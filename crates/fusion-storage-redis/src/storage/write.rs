@@ -110,13 +110,9 @@ impl RedisStorage {
             .await;
         self.check_value_sizes(id, &script, messages.len())?;
         let op = self.op(name, Some(id));
-        let did = if mode == "append" {
-            Did::Store
-        } else {
-            Did::Overwrite
-        };
+        let did = |outcome: &scripts::Outcome| did_write(mode, expected, outcome);
         let outcome: scripts::Outcome = self
-            .run_write(self.writing(&scripts::WRITE), &script, op, &keys, did)
+            .run_write_as(self.writing(&scripts::WRITE), &script, op, &keys, did)
             .await?;
         match &outcome.wrote {
             Some(written) => {
@@ -201,14 +197,14 @@ impl RedisStorage {
             .arg(id)
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
+        // Kept to none, the session is deleted.
+        let did = |outcome: &scripts::Outcome| match outcome.applied {
+            false => Did::Unmet,
+            true if len == 0 => Did::Delete,
+            true => Did::Overwrite,
+        };
         let outcome: scripts::Outcome = self
-            .run_write(
-                self.writing(&scripts::TRUNCATE),
-                &script,
-                op,
-                &keys,
-                Did::Overwrite,
-            )
+            .run_write_as(self.writing(&scripts::TRUNCATE), &script, op, &keys, did)
             .await?;
         match &outcome.wrote {
             Some(written) => self.follow(op, id, written, false).await?,
@@ -424,6 +420,20 @@ fn evalsha_with_room<K: ToRedisArgs>(
         .arg(keys.len())
         .arg(keys);
     cmd
+}
+
+/// What a write of `mode` (`"append"`, `"replace"`, `"rewrite"`) under `expected` did,
+/// by its `outcome`, for the error of one short of replica acknowledgements: only an
+/// append whose retry meets its expectation again (none, or a generation, which an
+/// append leaves as it is) stores its messages again; one expecting no session created
+/// it, and the retry of any other conditional write is a conflict.
+fn did_write(mode: &str, expected: Option<Expect>, outcome: &scripts::Outcome) -> Did {
+    match expected {
+        _ if !outcome.applied => Did::Unmet,
+        Some(expect) if expect.generation() == 0 => Did::Create,
+        None | Some(Expect::Generation(_)) if mode == "append" => Did::Store,
+        _ => Did::Overwrite,
+    }
 }
 
 /// The expectation word of [`Expect::UnwrittenSince`]: `before:` and `since` in ms since
