@@ -144,22 +144,32 @@ impl Lister<'_> {
         if let Some(snapshot) = self.at.index.snapshot()? {
             return Ok((!snapshot.is_damaged()).then_some(snapshot));
         }
-        self.at.index.build(|| self.scan())?;
-        Ok(self.at.index.snapshot()?.filter(|s| !s.is_damaged()))
+        let mut unread = false;
+        self.at.index.build(|| self.scan(&mut unread))?;
+        let snapshot = self.at.index.snapshot()?.filter(|s| !s.is_damaged());
+        if unread {
+            // A session left out for a file that could not be read may read again (an
+            // error that passes): an index taken for whole would then miss it for good
+            // (its id, and where built afresh its line and markers). This page uses the
+            // build; the next listing builds the index again, until every session reads.
+            self.at.index.invalidate()?;
+        }
+        Ok(snapshot)
     }
 
     /// Every session's place in the journal, restoring its markers (an expired session's
     /// expiry marker included, so that a purge finds it): what a build needs. A copy not
     /// written since its creation is placed as recorded then, so that it supersedes the
-    /// lines of an earlier session of its id even where its own line was lost.
-    fn scan(&self) -> Result<Vec<Scanned>> {
+    /// lines of an earlier session of its id even where its own line was lost. Sets
+    /// `unread` if it left a session out for a file that could not be read.
+    fn scan(&self, unread: &mut bool) -> Result<Vec<Scanned>> {
         let mut records = Vec::new();
         let mut checked = CheckedDirs::default();
-        for id in list_dir(self.at.dir)? {
+        for id in list_dir_noting(self.at.dir, unread)? {
             let files = self.at.files(&id);
-            let Some((info, stored)) =
-                skip_damaged(&files, files.stored_info_and_whether_stored())?
-            else {
+            let found = files.stored_info_and_whether_stored();
+            *unread |= found.as_ref().is_err_and(|err| is_unread(&files, err));
+            let Some((info, stored)) = skip_damaged(&files, found)? else {
                 continue;
             };
             // A build refuses no marker (a link at its path or on the way is left as it is,
@@ -418,11 +428,17 @@ fn skip_damaged<T>(files: &SessionFiles, result: Result<Option<T>>) -> Result<Op
             Ok(None)
         }
         Err(err) if files.is_meta_error(&err) => {
-            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (and out of an index built meanwhile: rebuild it once the file reads again)");
+            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (an index built meanwhile is built again by the next listing)");
             Ok(None)
         }
         other => other,
     }
+}
+
+/// Whether `err` is the failure of a read of the session's file or its metadata file (see
+/// [`skip_damaged`]), which may pass, unlike damage.
+fn is_unread(files: &SessionFiles, err: &Error) -> bool {
+    matches!(err, Error::Io { path, .. } if *path == files.data()) || files.is_meta_error(err)
 }
 
 fn is_unwritable(err: &std::io::Error) -> bool {
@@ -441,6 +457,11 @@ thread_local! {
 /// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content (but
 /// one whose file cannot be looked at, left out with a warning).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    list_dir_noting(dir, &mut false)
+}
+
+/// [`list_dir`], setting `unread` if it left a session out.
+fn list_dir_noting(dir: &Path, unread: &mut bool) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         other => other.at(dir)?,
@@ -468,6 +489,7 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
             // this process may not read) is left out with a warning, as a listing leaves
             // out a session whose file cannot be read: it never hides every other.
             Err(err) => {
+                *unread = true;
                 let path = entry.path();
                 tracing::warn!(backend = BACKEND, session_id = %id, path = %path.display(), error = %err, "leaving a session whose file cannot be read out of a listing");
             }

@@ -135,3 +135,51 @@ async fn a_session_whose_file_cannot_be_read_hides_no_other_in_a_listing() {
         assert_eq!(listed(&storage, query).await, ["a", "b"]);
     }
 }
+
+/// Found by a review: an index built while one session's file or metadata file could not
+/// be read (an error that may pass: a file descriptor limit, a network file system, a
+/// permission fixed later) was taken as holding every session. Once the file read again,
+/// the session was still missing from listings by id (its id was in no file the build
+/// wrote), and, where the index was built afresh (removed by hand, or never built), from
+/// every listing (no journal line, no owner marker), until the index was rebuilt by hand.
+/// Such a build now serves its own listing, and the next listing builds the index again.
+#[tokio::test]
+async fn a_session_left_out_of_an_index_build_is_listed_once_its_file_reads_again() {
+    let queries = || {
+        [
+            SessionQuery::new(),
+            SessionQuery::new().order(SessionOrder::Id),
+            SessionQuery::new().owner("o"),
+        ]
+    };
+    for unreadable in [".b.meta", "b.jsonl"] {
+        for index_removed in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("sessions");
+            let storage = FileSystemStorage::connect(&dir).await.unwrap();
+            let owned = SessionMeta::new().owner("o");
+            for id in ["a", "b"] {
+                storage.create_session(id, &owned, &said(id)).await.unwrap();
+            }
+            // `b`'s id merged into the sorted ids, out of the id log a build keeps.
+            storage.rebuild_index().await.unwrap();
+            let path = dir.join(unreadable);
+            let held = loop_in_place_of(&path);
+            if index_removed {
+                std::fs::remove_dir_all(dir.join(".fusion-index")).unwrap();
+            } else {
+                storage.rebuild_index().await.unwrap();
+            }
+            let case = format!("{unreadable}, index removed: {index_removed}");
+            for query in queries() {
+                assert_eq!(listed(&storage, query).await, ["a"], "{case}");
+            }
+
+            std::fs::remove_file(&path).unwrap();
+            std::fs::write(&path, held).unwrap();
+            for query in queries() {
+                assert_eq!(listed(&storage, query).await, ["a", "b"], "{case}");
+            }
+        }
+    }
+}
