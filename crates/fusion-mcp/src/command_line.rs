@@ -31,7 +31,9 @@ const WINDOWS_PROGRAM_EXTENSIONS: &[&str] = &[".exe", ".com", ".bat", ".cmd"];
 /// (`C:\Program Files\x\server.exe`), spaces and all, and the rest of the line: as
 /// Windows reads such a line, the program runs up to the first whitespace-separated piece
 /// ending in a program's extension. Pieces holding a quote or starting with `-` or `/` (an
-/// option) end the search: a path is quoted, or has ended, by then.
+/// option) end the search: a path is quoted, or has ended, by then. So does a `\` that
+/// escapes what a shell needs escaped (`C:\\tools\\x.exe`, `C:\Program\ Files\x.exe`): the
+/// line is written for a shell, and read as one ([`split_words`]).
 fn windows_program(line: &str) -> Option<(&str, &str)> {
     let line = line.trim_start();
     if !starts_with_drive(line) {
@@ -54,7 +56,11 @@ fn windows_program(line: &str) -> Option<(&str, &str)> {
             .iter()
             .any(|ext| lower.ends_with(ext))
         {
-            return Some(line.split_at(end));
+            let program = &line[..end];
+            let shell_escape = program
+                .match_indices('\\')
+                .any(|(at, _)| (line[at + 1..].chars().next()).is_none_or(escaped_by_a_shell));
+            return (!shell_escape).then(|| line.split_at(end));
         }
     }
     None
@@ -212,7 +218,7 @@ const CONTAINER_VALUE_OPTIONS: &[&str] = &[
 #[rustfmt::skip]
 const NPM_VALUE_OPTIONS: &[&str] = &[
     "-p", "--package", "--registry", "--cache", "--userconfig", "--globalconfig", "-c", "--call",
-    "--prefix", "-w", "--workspace", "-C", "--dir",
+    "--prefix", "-w", "--workspace", "-C", "--dir", "--auth-type",
 ];
 
 /// Options of `bunx` and `bun` whose value is the next word.
@@ -285,6 +291,7 @@ const SECRET_OPTION_WORDS: &[&str] = &[
     "password",
     "passwd",
     "auth",
+    "authorization",
     "credential",
     "bearer",
 ];
@@ -599,6 +606,11 @@ mod tests {
             ("deno -q eval TOK3N", "deno"),
             // A module, a script, a value of `-X` or `-W`: named as before.
             ("python -m mcp_server_time", "mcp_server_time"),
+            // Code options after the script or module are the server's own.
+            ("python server.py -c config.toml", "server"),
+            ("python weather.py -c config.toml", "weather"),
+            ("node weather.js -e x", "weather"),
+            ("python -m srv -c x", "srv"),
             ("python -X importtime weather.py", "weather"),
             ("python -Xpycache_prefix=/c weather.py", "weather"),
             ("deno run eval.ts", "eval"),
@@ -648,5 +660,33 @@ mod tests {
         ] {
             assert_eq!(name(line), named, "{line}");
         }
+    }
+
+    /// Found by a review: a line starting with a drive's path written for a shell, its
+    /// `\` escaped (`C:\\tools\\x.exe`, the only way such a line worked before 4c11fcd, or
+    /// `C:\Program\ Files\x.exe`), was taken as the program word for word, escapes and
+    /// all (`C:\\tools\\x.exe`), where a shell, and the other words, read them.
+    #[test]
+    fn a_drive_path_escaped_for_a_shell_is_read_as_a_shell_reads_it() {
+        assert_eq!(
+            words(r"C:\\tools\\weather.exe --root D:\\data"),
+            [r"C:\tools\weather.exe", "--root", r"D:\data"]
+        );
+        assert_eq!(
+            words(r"C:\\Program Files\\x.exe"),
+            [r"C:\Program", r"Files\x.exe"]
+        );
+        assert_eq!(
+            words(r"C:\Program\ Files\Acme\server.exe -v"),
+            [r"C:\Program Files\Acme\server.exe", "-v"]
+        );
+    }
+
+    /// Found by a review: 4c11fcd reads only an option whose name ends in a secret's word
+    /// as taking a value, so npm's `--auth-type VALUE`, skipped before, named the server
+    /// after its value (`npx --auth-type legacy pkg` was `legacy`).
+    #[test]
+    fn npms_auth_type_takes_its_value() {
+        assert_eq!(name("npx --auth-type legacy pkg"), "pkg");
     }
 }

@@ -11,6 +11,10 @@ use fusion_core::{Error, Result};
 use crate::command_line;
 use crate::environment::InheritEnv;
 
+mod hidden;
+
+use hidden::{file_url_with_at, hidden_pieces, hidden_words, without_url_secrets};
+
 /// How to reach one MCP server.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -228,9 +232,9 @@ impl StdioServerConfig {
     /// server's URL is ([`fusion_core::redact_url`]: its password, its query's values).
     ///
     /// So is the value of an option whose name says it holds a secret (`--api-key KEY`,
-    /// `--token=TOKEN`, read as server names read them) and of a header a
-    /// proxy like `mcp-remote` is given (`--header "Authorization: Bearer TOKEN"`): shown as
-    /// `***`.
+    /// `--token=TOKEN`, read as server names read them), of a variable naming one
+    /// (`docker run -e GITHUB_TOKEN=ghp_…`) and of a header a proxy like `mcp-remote` is
+    /// given (`--header "Authorization: Bearer TOKEN"`): shown as `***`.
     pub fn display_command(&self) -> String {
         let words = std::iter::once(&self.command).chain(&self.args);
         (hidden_words(words).iter().map(|word| shown(word)))
@@ -242,43 +246,6 @@ impl StdioServerConfig {
     /// [`display_command`](Self::display_command) shows it, a URL's secrets hidden.
     pub(crate) fn display_program(&self) -> String {
         shown_argument(&self.command)
-    }
-}
-
-/// `words`, a command line, with their secrets hidden: a URL's ([`without_url_secrets`]),
-/// the value of an option whose name says it holds a secret, next word (`--token TOKEN`)
-/// or after `=` (`--token=TOKEN`), and a secret header's (`Authorization: Bearer TOKEN`).
-fn hidden_words<'a>(words: impl IntoIterator<Item = &'a String>) -> Vec<String> {
-    let mut after_secret_option = false;
-    (words.into_iter())
-        .map(|word| {
-            let hidden = match after_secret_option {
-                true => "***".to_owned(),
-                false => without_option_secret(&without_url_secrets(word)),
-            };
-            after_secret_option = command_line::names_a_secret(word);
-            hidden
-        })
-        .collect()
-}
-
-/// `word` without the value of a secret option given in it (`--api-key=KEY`) or of a
-/// secret header (`Authorization: Bearer TOKEN`, `X-Api-Key: KEY`).
-fn without_option_secret(word: &str) -> String {
-    let secret = |name: &str| {
-        !name.is_empty()
-            && !name.contains(char::is_whitespace)
-            && (name.eq_ignore_ascii_case("authorization")
-                || command_line::names_a_secret(&format!("--{}", name.trim_start_matches('-'))))
-    };
-    match (word.split_once('='), word.split_once(':')) {
-        (Some((option, _)), _) if option.starts_with('-') && secret(option) => {
-            format!("{option}=***")
-        }
-        (_, Some((header, _))) if !word.starts_with('-') && secret(header) => {
-            format!("{header}: ***")
-        }
-        _ => word.to_owned(),
     }
 }
 
@@ -298,7 +265,11 @@ fn shown_argument(word: &str) -> String {
 /// line with it. So the rest is never read as such a URL (a space put before it), and
 /// everything up to its last `@` and every query value after it is hidden: more than a
 /// secret, maybe, never less.
+///
+/// The secrets of options, variables and headers in its pieces are hidden first, as
+/// [`display_command`](StdioServerConfig::display_command) hides them in words.
 fn shown_unsplit(line: &str) -> String {
+    let line = &hidden_pieces(line);
     let Some(scheme) = line.find("://").or_else(|| file_url_with_at(line)) else {
         return shown(line);
     };
@@ -308,27 +279,6 @@ fn shown_unsplit(line: &str) -> String {
     let (head, rest) = line.split_at(start);
     let hidden = fusion_core::redact_url(&format!(" {rest}"));
     shown(head) + &shown(&hidden[1..])
-}
-
-/// `arg` with the password and query values of a URL in it hidden; as it is without one.
-fn without_url_secrets(arg: &str) -> std::borrow::Cow<'_, str> {
-    match arg.contains("://") || file_url_with_at(arg).is_some() {
-        true => fusion_core::redact_url(arg).into(),
-        false => arg.into(),
-    }
-}
-
-/// Where a `file:` or `sqlite:` URL (any case) starts in `text` when an `@` follows it: its
-/// path may be followed by a URL written without `://` (`file:/x,redis:u:p@h`, `file:/x,//u:p@h`),
-/// whose credentials [`fusion_core::redact_url`] hides. Other text with an `@` and no
-/// `://` is no URL (`@scope/pkg@1.2`), shown as it is.
-fn file_url_with_at(text: &str) -> Option<usize> {
-    let lower = text.to_ascii_lowercase();
-    ["file:", "sqlite:"]
-        .iter()
-        .filter_map(|scheme| lower.find(scheme))
-        .min()
-        .filter(|&at| text[at..].contains('@'))
 }
 
 /// `text` (a configured command, an argument) for a message or a log line: each control
@@ -793,5 +743,91 @@ mod tests {
         );
         let debug = format!("{config:?}");
         assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    /// Found by a review: d6d07f4 hid a secret given as an option's value or a header in
+    /// one word, but not one set as a variable (`docker run -e GITHUB_TOKEN=ghp_…`, the
+    /// way container servers take their keys), nor a header given as an option's value
+    /// (`--header=Authorization: Bearer T`), nor `--authorization T`: each was shown.
+    #[test]
+    fn a_variables_secret_and_a_header_in_an_options_value_are_shown_hidden() {
+        let config = StdioServerConfig::new("docker").args([
+            "run",
+            "-e",
+            "GITHUB_TOKEN=s3cret",
+            "--env=API_KEY=s3cret",
+            "-e",
+            "LOG_LEVEL=debug",
+            "mcp/github",
+            "--header=Authorization: Bearer s3cret",
+            "--authorization",
+            "s3cret",
+        ]);
+        assert_eq!(
+            config.display_command(),
+            "docker run -e GITHUB_TOKEN=*** --env=API_KEY=*** -e LOG_LEVEL=debug mcp/github \
+             --header=Authorization: *** --authorization ***"
+        );
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+    }
+
+    /// Found by a review: a header whose value was not in its name's word was shown:
+    /// `mcp-proxy --headers Authorization 'Bearer T'` (name and value two words), and an
+    /// unquoted `--header Authorization: Bearer T` (`--mcp` splits it in three).
+    #[test]
+    fn a_header_written_over_several_words_is_shown_hidden() {
+        let config = StdioServerConfig::new("mcp-proxy").args([
+            "--headers",
+            "Authorization",
+            "Bearer s3cret",
+            "--header",
+            "Authorization:",
+            "Bearer",
+            "s3cret",
+            "--headers",
+            "Accept",
+            "text/plain",
+            "https://h/sse",
+        ]);
+        assert_eq!(
+            config.display_command(),
+            "mcp-proxy --headers Authorization *** --header Authorization: *** *** *** \
+             --headers Accept text/plain https://h/sse"
+        );
+    }
+
+    /// Found by a review: d6d07f4 hid what is no secret: the option after a flag whose
+    /// name ends in a secret's word (`--enable-auth --port 8080` showed `*** 8080`), and a
+    /// path read as a header (`-v /run/key:/key` showed `/run/key: ***`).
+    #[test]
+    fn what_holds_no_secret_is_shown_as_it_is() {
+        let args = [
+            "--enable-auth",
+            "--port",
+            "8080",
+            "-v",
+            "/run/key:/key",
+            "x",
+        ];
+        let config = StdioServerConfig::new("server").args(args);
+        assert_eq!(
+            config.display_command(),
+            format!("server {}", args.join(" "))
+        );
+    }
+
+    /// Found by a review: the error of a line that cannot be split hid a URL's secrets
+    /// only, so an option's (`--api-key K`) or a header's was shown in it.
+    #[test]
+    fn a_line_that_cannot_be_split_is_shown_without_its_options_secrets() {
+        for line in [
+            "npx x --api-key s3cret 'y",
+            "npx mcp-remote https://h/sse --header \"Authorization: Bearer s3cret",
+            "docker run -e GITHUB_TOKEN=s3cret 'mcp/github",
+        ] {
+            let err = McpServerConfig::command_line(line).unwrap_err().to_string();
+            assert!(!err.contains("s3cret") && err.contains("***"), "{err}");
+        }
     }
 }
