@@ -48,13 +48,16 @@ pub(crate) fn no_turn_running(state: &AppState, id: &str, work: Work) -> Result<
 pub(crate) fn held_by(id: &str, holder: Work, wanted: Work) -> String {
     let what = refused(wanted);
     match holder {
-        Work::StartingTurn if wanted != Work::StartingTurn => format!(
+        // A rename or retag pulls nothing from under a turn (it may run beside one):
+        // it waits only for the start, and is told to try again, not to stop the turn.
+        Work::StartingTurn if !matches!(wanted, Work::StartingTurn | Work::Renaming) => format!(
             "A chat turn is starting on session {id:?}, so {what} is refused: it would pull \
              the session from under the turn. Stop the turn first (the Stop button on the \
              session's page), or wait for it to end."
         ),
         _ => format!(
-            "Another request is {} session {id:?} right now, so {what} is refused.",
+            "Another request is {} session {id:?} right now, so {what} is refused. Wait \
+             for it to end, then reload the session's page and try again.",
             holder.doing()
         ),
     }
@@ -67,5 +70,38 @@ fn refused(work: Work) -> &'static str {
         Work::Deleting => "deleting it",
         Work::Undoing => "undoing its last turn",
         Work::Renaming => "renaming or retagging it",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rename refused while a turn starts was told to stop the turn (which a rename
+    /// need not do: it may run beside one); every refusal by a claim says what to do.
+    #[test]
+    fn a_refusal_by_a_claim_says_what_to_do() {
+        let works = [
+            Work::StartingTurn,
+            Work::Deleting,
+            Work::Undoing,
+            Work::Renaming,
+        ];
+        for holder in works {
+            for wanted in works {
+                let text = held_by("s", holder, wanted);
+                assert!(
+                    text.contains("try again") || text.contains("Stop the turn first"),
+                    "{text}"
+                );
+            }
+        }
+        let text = held_by("s", Work::StartingTurn, Work::Renaming);
+        assert!(!text.contains("Stop the turn"), "{text}");
+        assert!(text.contains("starting a chat turn on session"), "{text}");
+        assert!(
+            text.contains("renaming or retagging it is refused"),
+            "{text}"
+        );
     }
 }
