@@ -15,12 +15,14 @@ use axum::Router;
 use fusion::ChatMessage;
 use fusion::agent::ToolRegistry;
 use fusion::agent::testing::{MockDelta, MockLlmServer, MockStreamEnd};
-use fusion::storage::{Change, ConversationStorage, Expect, InMemoryStorage, Revision};
+use fusion::storage::{
+    Change, ConversationStorage, Expect, InMemoryStorage, Revision, SessionMeta,
+};
 use fusion_core::{Error, Intercept, Intercepted, Result};
 use tokio::sync::Notify;
 
 use chat_support::{Events, chat_app, chat_app_over, htmx_post, seeded, start_turn};
-use common::{get, send};
+use common::{get, put, send};
 
 /// What the user types in these tests: easy to find on a page.
 const TYPED: &str = "please keep this question";
@@ -197,21 +199,55 @@ async fn a_reload_after_a_turn_that_did_not_send_its_message_offers_it_in_the_bo
     let broken = Broken::over_seeded(true, false).await;
     let server = MockLlmServer::start().await;
     let app = app(broken.clone(), &server);
-    // `<b>` and a second line, form-encoded: kept whole and escaped in the box.
-    let typed = "keep%3Cb%3Ethis%0Aline+two";
+    // `<b>`, a second line, an end of the box with a script after it, quotes and a bidi
+    // override, form-encoded: escaped in the box, and otherwise kept as typed (the
+    // override too: it is the user's own text, to send again, and cannot leave the box).
+    let typed =
+        "keep%3Cb%3Ethis%0Aline+two%3C%2Ftextarea%3E%3Cscript%3Ex%3C%2Fscript%3E%22%27%E2%80%AE";
     let turn = start_turn(&app, "s1", typed).await;
     stopped_during_the_write(&app, &broken, &turn).await;
 
     let page = send(&app, get("/sessions/s1")).await.body;
     assert_eq!(
         message_box(&page),
-        "keep&#60;b&#62;this\nline two",
+        "keep&#60;b&#62;this\nline two&#60;/textarea&#62;&#60;script&#62;x&#60;/script&#62;\
+         &#34;&#39;\u{202e}",
         "{page}"
     );
     assert!(
         page.contains("Your last message was not sent: it is in the box"),
         "{page}"
     );
+}
+
+/// Found by a review: the box was offered by session id alone, so a session made under
+/// the id of a deleted one (a fork numbered as the deleted fork was) was offered the
+/// message the old session's turn did not send, as if the user had typed it there.
+#[tokio::test]
+async fn a_session_made_again_under_a_deleted_ones_id_is_not_offered_its_message() {
+    let broken = Broken::over_seeded(true, false).await;
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+    let turn = start_turn(&app, "s1", TYPED).await;
+    stopped_during_the_write(&app, &broken, &turn).await;
+    let page = send(&app, get("/sessions/s1")).await.body;
+    assert_eq!(message_box(&page), TYPED, "offered to its own session");
+
+    let old = broken.inner.session_info("s1").await.unwrap().unwrap();
+    // Made again until its creation time differs, which a clock moves within a call.
+    loop {
+        broken.inner.delete("s1").await.unwrap();
+        let history = [ChatMessage::user("a new start")];
+        put(&broken.inner, "s1", SessionMeta::new(), &history).await;
+        let new = broken.inner.session_info("s1").await.unwrap().unwrap();
+        if new.created_at != old.created_at {
+            break;
+        }
+    }
+    let page = send(&app, get("/sessions/s1")).await.body;
+    assert!(page.contains("a new start"), "{page}");
+    assert_eq!(message_box(&page), "", "another session: {page}");
+    assert!(!page.contains("not sent"), "{page}");
 }
 
 /// Found by a hunt: Stop ended the turn at once, and its end was judged against storage

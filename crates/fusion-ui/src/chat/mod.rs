@@ -26,6 +26,7 @@ use std::fmt;
 use std::hash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use fusion::agent::{ApprovalPolicy, LlmClient, ToolRegistry};
 use fusion::storage::ConversationStorage;
@@ -119,7 +120,7 @@ const KEPT_TURNS: usize = 256;
 /// The turns of every session: the one running or the last one, per session.
 pub(crate) struct Chats {
     agent: ChatAgent,
-    turns: Mutex<HashMap<String, Arc<Turn>>>,
+    turns: Mutex<HashMap<String, Kept>>,
     /// Random for each process: a turn's key is this and its number, so a page made by
     /// an earlier run of the server never names a turn of this one (its numbers start at
     /// 1 again), and its Approve button cannot answer another call.
@@ -132,6 +133,15 @@ pub(crate) struct Chats {
     /// True once the server shuts down: event streams end, so the graceful shutdown,
     /// which waits for open connections, is not held up by a page watching a turn.
     closing: watch::Sender<bool>,
+}
+
+/// A session's turn, and when the session it was sent to was created.
+struct Kept {
+    turn: Arc<Turn>,
+    /// The session's `created_at` when the turn was sent: a session deleted and made
+    /// again under its id (a fork numbered as a deleted one was) is another session,
+    /// which must not be offered the message the old one's turn did not send.
+    born: Option<SystemTime>,
 }
 
 /// Why a turn could not start.
@@ -164,22 +174,24 @@ impl Chats {
     pub(crate) fn close(&self) {
         self.closing.send_replace(true);
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        for turn in turns.values() {
-            turn.stop();
+        for kept in turns.values() {
+            kept.turn.stop();
         }
     }
 
-    /// Starts a turn sending `message` to session `id` on `storage`, on its own task.
+    /// Starts a turn sending `message` to session `id` on `storage`, on its own task;
+    /// `born` is the session's `created_at` as read before (see [`Chats::ended`]).
     /// Refused while the session's previous turn runs: two turns on one session at once
     /// would each be refused by storage when the other wrote first.
     pub(crate) fn start(
         &self,
         storage: Arc<dyn ConversationStorage>,
         id: &str,
+        born: Option<SystemTime>,
         message: String,
     ) -> Result<Arc<Turn>, StartError> {
         let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        if turns.get(id).is_some_and(|turn| !turn.is_over()) {
+        if turns.get(id).is_some_and(|kept| !kept.turn.is_over()) {
             return Err(StartError::Busy);
         }
         let number = self.next_number.fetch_add(1, Ordering::Relaxed);
@@ -194,7 +206,11 @@ impl Chats {
         if turns.len() >= KEPT_TURNS && !turns.contains_key(id) {
             forget_oldest_ended(&mut turns);
         }
-        turns.insert(id.to_string(), turn.clone());
+        let kept = Kept {
+            turn: turn.clone(),
+            born,
+        };
+        turns.insert(id.to_string(), kept);
         tokio::spawn(turn::run(turn.clone(), self.agent.clone(), storage));
         Ok(turn)
     }
@@ -202,28 +218,33 @@ impl Chats {
     /// The turn of session `id` whose key is `key`, while it is kept.
     pub(crate) fn turn(&self, id: &str, key: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        turns.get(id).filter(|turn| turn.key == key).cloned()
+        let turn = &turns.get(id)?.turn;
+        (turn.key == key).then(|| turn.clone())
     }
 
-    /// The last turn of session `id`, once it has ended, while it is kept.
-    pub(crate) fn ended(&self, id: &str) -> Option<Arc<Turn>> {
+    /// The last turn of session `id`, once it has ended, while it is kept, if it was
+    /// sent to the session created at `born` (its `created_at` now): not to one deleted
+    /// since, whose id a new session took.
+    pub(crate) fn ended(&self, id: &str, born: Option<SystemTime>) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        turns.get(id).filter(|turn| turn.is_over()).cloned()
+        let kept = turns.get(id).filter(|kept| kept.born == born)?;
+        kept.turn.is_over().then(|| kept.turn.clone())
     }
 
     /// The turn running on session `id`, if one is.
     pub(crate) fn running(&self, id: &str) -> Option<Arc<Turn>> {
         let turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
-        turns.get(id).filter(|turn| !turn.is_over()).cloned()
+        let turn = &turns.get(id)?.turn;
+        (!turn.is_over()).then(|| turn.clone())
     }
 }
 
 /// Drops the turn that ended first, if any has ended; running turns are never dropped.
-fn forget_oldest_ended(turns: &mut HashMap<String, Arc<Turn>>) {
+fn forget_oldest_ended(turns: &mut HashMap<String, Kept>) {
     let oldest = turns
         .iter()
-        .filter(|(_, turn)| turn.is_over())
-        .min_by_key(|(_, turn)| turn.number)
+        .filter(|(_, kept)| kept.turn.is_over())
+        .min_by_key(|(_, kept)| kept.turn.number)
         .map(|(id, _)| id.clone());
     if let Some(id) = oldest {
         turns.remove(&id);

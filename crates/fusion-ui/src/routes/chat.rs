@@ -72,9 +72,9 @@ pub(crate) async fn send(
     // delete or an undo between the two would leave the turn on a session gone or
     // rewritten, and one after them finds the turn running and is refused.
     let claim = claim(&state, &id, Work::StartingTurn)?;
-    existing(state.storage.as_ref(), &id).await?;
+    let info = existing(state.storage.as_ref(), &id).await?;
     let turn = chats
-        .start(state.storage.clone(), &id, message)
+        .start(state.storage.clone(), &id, info.created_at, message)
         .map_err(|StartError::Busy| {
             PageError::conflict(
                 "A turn is still running on this session; stop it or wait for it to end.",

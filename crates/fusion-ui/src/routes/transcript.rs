@@ -41,20 +41,21 @@ pub(crate) async fn show(
         &TranscriptPage::new(
             Head::new(&info),
             messages,
-            chat_section(&state, &id, &history),
+            chat_section(&state, &info, &history),
         ),
     ))
 }
 
-/// The chat's form, and the panel of the turn running on session `id` (a reload while
-/// it runs picks up its stream). The form holds the message of the session's last turn
-/// when that turn ended without storing it and `history`, the session as stored now,
-/// still lacks it: the end that showed it is not shown again.
-fn chat_section(state: &AppState, id: &str, history: &[ChatMessage]) -> ChatSection {
+/// The chat's form, and the panel of the turn running on the session `info` describes (a
+/// reload while it runs picks up its stream). The form holds the message of the
+/// session's last turn when that turn ended without storing it and `history`, the
+/// session as stored now, still lacks it: the end that showed it is not shown again.
+fn chat_section(state: &AppState, info: &SessionInfo, history: &[ChatMessage]) -> ChatSection {
     let Some(chats) = &state.chat else {
         return ChatSection::default();
     };
-    let ended = chats.ended(id);
+    let id = info.id.as_str();
+    let ended = chats.ended(id, info.created_at);
     let unsent = ended.as_deref().filter(|turn| {
         turn.outcome()
             .is_some_and(|outcome| turn.message_unsent(&outcome, Some(history)))
