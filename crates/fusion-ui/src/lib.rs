@@ -53,6 +53,7 @@ mod router;
 mod routes;
 mod security;
 mod serve;
+mod shown_error;
 mod state;
 mod turns;
 

@@ -399,15 +399,15 @@ pub(crate) async fn run(turn: Arc<Turn>, agent: ChatAgent, storage: Arc<dyn Conv
 }
 
 /// What a panic said, when it said it with a string (as `panic!` and `unwrap` do), with
-/// the secrets it may quote hidden ([`fusion_core::redact_text`]): it is shown on the
-/// turn's page.
+/// the secrets and paths it may quote hidden ([`shown_error`](crate::shown_error)): it
+/// is shown on the turn's page.
 fn panicked(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
     match text {
-        Some(text) => format!("panicked: {}", fusion_core::redact_text(text)),
+        Some(text) => format!("panicked: {}", crate::shown_error::shown_error(text)),
         None => "panicked".to_string(),
     }
 }
@@ -480,12 +480,12 @@ fn frame_of(event: AgentEvent) -> Option<Frame> {
     }
 }
 
-/// An error's text as the turn's page shows it: with the secrets it may quote hidden
-/// ([`fusion_core::redact_text`]), as a panic's are. The bundled clients and backends
-/// hide theirs where the error is made; a client or storage of the caller's own (both
-/// are public traits) may quote its URL with a password, or its key.
+/// An error's text as the turn's page shows it, as a panic's is: without the secrets it
+/// may quote (the bundled clients and backends hide theirs where the error is made; a
+/// client or storage of the caller's own, both public traits, may quote its URL with a
+/// password, or its key), nor the server's file paths a storage error names.
 fn shown(error: String) -> String {
-    fusion_core::redact_text(&error)
+    crate::shown_error::shown_error(&error)
 }
 
 /// Shows `request` on the page and waits for its buttons. No answer (the turn was

@@ -48,9 +48,10 @@ impl Listed {
                     id,
                     title: None,
                     count: None,
-                    // Shown on the page: with the secrets a storage of the caller's
-                    // own may quote hidden, as `PageError::storage` shows its errors.
-                    damage: Some(fusion_core::redact_text(&err.to_string())),
+                    // Shown on the page: without the secrets a storage of the caller's
+                    // own may quote, nor the server's paths, as `PageError::storage`
+                    // shows its errors.
+                    damage: Some(crate::shown_error::shown_error(&err.to_string())),
                     revision: None,
                     updated: None,
                     meta: None,

@@ -3,6 +3,7 @@
 //! htmx, with the same words as a fragment for the page's refusal area ([`Refusal`]).
 
 use crate::assets::{AssetUrls, URLS};
+use crate::shown_error::shown_error;
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -50,9 +51,10 @@ impl PageError {
     /// The status and message of a storage error: the caller's input for an invalid id
     /// or query (400), a rename from a page older than another rename (409, see
     /// `routes/meta.rs`), the server's problem otherwise (500), its text with the secrets
-    /// it may quote hidden ([`fusion_core::redact_text`]): the bundled backends hide
-    /// theirs where the error is made, and a storage of the caller's own (a public trait)
-    /// may quote its connection URL.
+    /// it may quote hidden ([`fusion_core::redact_text`]: the bundled backends hide
+    /// theirs where the error is made, and a storage of the caller's own, a public trait,
+    /// may quote its connection URL) and the server's file paths too
+    /// ([`shown_error`]).
     pub(crate) fn storage(err: &fusion::Error) -> Self {
         match err {
             // The core error names both titles and says nothing was written.
@@ -77,10 +79,7 @@ impl PageError {
             }
             _ => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!(
-                    "the storage failed: {}",
-                    fusion_core::redact_text(&err.to_string())
-                ),
+                format!("the storage failed: {}", shown_error(&err.to_string())),
             ),
         }
     }
@@ -234,5 +233,27 @@ mod tests {
         );
         let page = error.page().unwrap();
         assert!(!page.contains("/srv/private"), "{page}");
+    }
+
+    /// Found by a review: errors other than I/O ones name the server's files too (the
+    /// file-system backend's damaged metadata or lock file, the SQLite database), and
+    /// the page quoted them, as the delete pages quote a damaged session's error.
+    #[test]
+    fn a_storage_errors_path_is_not_shown() {
+        let err = fusion::Error::corrupt(
+            "fs",
+            "s1",
+            "the metadata file /srv/private/s1.meta is not JSON; move the file aside",
+        );
+        let page = PageError::storage(&err).page().unwrap();
+        assert!(!page.contains("/srv/private"), "{page}");
+        assert!(page.contains("is not JSON; move the file aside"), "{page}");
+        assert!(
+            page.contains("the server&#39;s log names the file"),
+            "{page}"
+        );
+        let listed = super::super::bulk::Listed::read("s1".into(), Err(err)).unwrap();
+        let damage = listed.damage.unwrap();
+        assert!(!damage.contains("/srv/private"), "{damage}");
     }
 }
