@@ -74,6 +74,11 @@ pub(crate) fn is_unlinked(_metadata: &Metadata) -> bool {
     false
 }
 
+/// Whether the open `file` no longer has a name in any directory.
+pub(crate) fn is_removed(file: &File) -> bool {
+    file.metadata().is_ok_and(|metadata| is_unlinked(&metadata))
+}
+
 /// Replaces the file at `path` by a new one that `fill` writes, made at `temp` beside it
 /// ([`create_anew`]): fsynced, renamed over `path`, and the directory synced, so that a
 /// crash leaves the old file or the new one, whole, and the old file's other names (hard

@@ -25,7 +25,7 @@ use std::path::Path;
 use fusion_core::Result;
 
 use super::state::State;
-use super::{Handles, IDS_LOG, Index, LOCK, live, lock, own_dirs};
+use super::{Handles, IDS_LOG, Index, LOCK, lock, own_dirs};
 use crate::error::IoContext;
 use crate::own_file;
 use crate::regular_file;
@@ -134,7 +134,9 @@ impl Index {
                     // kept it is gone.
                     let removed = match self.lives.in_place()? {
                         Some(in_place) => !in_place,
-                        None => live::is_removed(&file) && !self.same_root(handles.root.as_ref()),
+                        None => {
+                            own_file::is_removed(&file) && !self.same_root(handles.root.as_ref())
+                        }
                     };
                     if removed {
                         // What it names now may be another writer's, not synced yet.

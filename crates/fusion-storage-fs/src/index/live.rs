@@ -322,13 +322,22 @@ impl Live {
 
     /// Whether the file is no longer where it was made (removed with the index, by hand,
     /// or moved away with its directory, a copy in its place) or has other names too:
-    /// the open file at every write (an `fstat`: unlinked, the lines written to it would be
-    /// lost at its close), its path at `now` if last checked [`RECHECK_US`] before (a
-    /// `stat` that fails is an error, and the next write looks again).
+    /// its path looked at (a `stat` that fails is an error, and the next write looks
+    /// again) at `now` if last looked at [`RECHECK_US`] before, or at once if an `fstat` of
+    /// the open file says it has no name left (the lines written to it would be lost at
+    /// its close) or others, or fails (ESTALE: removed from an NFS server by another host).
     fn check_since(&mut self, now: i64) -> Result<JournalStatus> {
-        let open = status(self.file.metadata(), &self.held).at(&self.path)?;
-        if open != JournalStatus::InPlace || now.saturating_sub(self.checked_us) < RECHECK_US {
-            return Ok(open);
+        let open = self.file.metadata();
+        self.check_found(open, now)
+    }
+
+    /// [`Self::check_since`] with what the `fstat` found: what it says is the path's to
+    /// confirm, as some FUSE file systems report no link (0) for every file.
+    fn check_found(&mut self, open: io::Result<fs::Metadata>, now: i64) -> Result<JournalStatus> {
+        use crate::own_file::{is_shared, is_unlinked};
+        let clean = open.is_ok_and(|open| !is_unlinked(&open) && !is_shared(&open));
+        if clean && now.saturating_sub(self.checked_us) < RECHECK_US {
+            return Ok(JournalStatus::InPlace);
         }
         self.look().inspect(|_| self.checked_us = now)
     }
@@ -371,16 +380,11 @@ enum JournalStatus {
     Shared,
 }
 
-/// What a `stat` of a journal's path (or of the open file: no name left is removed) says
-/// of the journal `held`: any failure but no file or directory there (no permission, EIO)
-/// is returned, as a removal it hid would go unseen.
+/// What a `stat` of a journal's path says of the journal `held`: any failure but no file
+/// or directory there (no permission, EIO) is returned, as a removal it hid would go unseen.
 fn status(named: io::Result<fs::Metadata>, held: &fs::Metadata) -> io::Result<JournalStatus> {
     match named {
-        Ok(named)
-            if !super::links::same_file(&named, held) || crate::own_file::is_unlinked(&named) =>
-        {
-            Ok(JournalStatus::Removed)
-        }
+        Ok(named) if !super::links::same_file(&named, held) => Ok(JournalStatus::Removed),
         Ok(named) if crate::own_file::is_shared(&named) => Ok(JournalStatus::Shared),
         Ok(_) => Ok(JournalStatus::InPlace),
         Err(err) => match err.kind() {
@@ -388,12 +392,6 @@ fn status(named: io::Result<fs::Metadata>, held: &fs::Metadata) -> io::Result<Jo
             _ => Err(err),
         },
     }
-}
-
-/// Whether the open `file` no longer has a name in any directory.
-pub(crate) fn is_removed(file: &File) -> bool {
-    file.metadata()
-        .is_ok_and(|metadata| crate::own_file::is_unlinked(&metadata))
 }
 
 /// A live journal as a reader or compactor finds it.
@@ -500,6 +498,9 @@ fn complete_end_of(file: &File, len: u64) -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(unix)]
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]
@@ -515,5 +516,30 @@ mod tests {
         }
         let named = fs::metadata(file.path());
         assert_eq!(status(named, &held).unwrap(), JournalStatus::InPlace);
+    }
+
+    /// Found by a review: every write took an `fstat` of its journal that failed (ESTALE,
+    /// the file removed from an NFS server by another host) for an error, failing that
+    /// write and every later one, where the path's `stat` finds the journal gone and a
+    /// new one is started; and it took a link count of 0 (which some FUSE file systems
+    /// report for every file) for a removal without asking the path: a new journal, and
+    /// the index marked for a rebuild, at every write. The path now confirms the `fstat`.
+    #[cfg(unix)]
+    #[test]
+    fn what_an_fstat_of_the_journal_says_is_confirmed_at_its_path() {
+        let root = tempfile::tempdir().unwrap();
+        let (mut live, _) = Live::create(root.path()).unwrap();
+        let now = live.checked_us;
+        let stale = || Err(io::Error::other("stale file handle"));
+        // The metadata of a file with no name left.
+        let unlinked = || tempfile::tempfile().unwrap().metadata();
+        assert_eq!(unlinked().unwrap().nlink(), 0);
+        for open in [stale(), unlinked()] {
+            assert_eq!(live.check_found(open, now).unwrap(), JournalStatus::InPlace);
+        }
+        fs::remove_file(&live.path).unwrap();
+        for open in [stale(), unlinked(), live.file.metadata()] {
+            assert_eq!(live.check_found(open, now).unwrap(), JournalStatus::Removed);
+        }
     }
 }
