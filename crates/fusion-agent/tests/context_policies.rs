@@ -9,7 +9,7 @@ use std::sync::Arc;
 use common::{Harness, SESSION, assert_every_call_answered, builder, client, roles, text_client};
 use fusion_agent::context::{
     EstimateCounter, PRUNE_KEY, SUMMARY_HEADER, SUMMARY_KEY, count_request, count_tools,
-    is_context_record, pruned_tool_output,
+    is_context_record, plan_prune, pruned_tool_output, visible_tokens,
 };
 use fusion_agent::testing::{MockLlmServer, MockReply, MockToolCall};
 use fusion_agent::{AgentSession, ContextPolicy, TokenCounter, ToolDefinition};
@@ -188,6 +188,41 @@ async fn the_token_budget_holds_for_the_messages_and_the_tools_offered() {
     assert!(!texts(&sent).contains(&"question 0"));
     assert!(texts(&sent).contains(&"answer 7"));
     assert_every_call_answered(&sent);
+}
+
+/// Found by a review of 277d6a8: the token budget counts the tools offered, but pruning
+/// to it (no `target_tokens`) still stopped once the conversation alone fitted, so the
+/// budget then dropped messages that pruning one more old output would have kept.
+#[tokio::test]
+async fn pruning_to_the_token_budget_counts_the_tools_as_the_budget_does() {
+    let h = Harness::new().await;
+    let mut session = h.session().await;
+    for n in 0..4 {
+        tool_turn(&h, &mut session, n, 4_000).await;
+    }
+    let tools = offered_tools_tokens(&h);
+    let stored = h.stored().await;
+    let before = visible_tokens(&stored, &EstimateCounter);
+    // What pruning one old output saves.
+    let mut one = ContextPolicy::default();
+    one.prune.target_tokens = Some(before - 1);
+    let one = plan_prune(&stored, &one, &EstimateCounter).report;
+    assert_eq!(one.tool_outputs, 1);
+    let saved = before - one.tokens_after;
+    assert!(
+        tools < saved,
+        "{tools} tokens of tools, {saved} saved by one output"
+    );
+    // The conversation fits once one output goes; the request, tools and all, once two do.
+    let budget = before - saved + tools / 2;
+    session.set_max_context_tokens(budget);
+    let report = session.prune_unimportant_messages().await.unwrap();
+    assert_eq!(report.tool_outputs, 2, "{report:?}");
+    assert!(
+        report.tokens_after + tools <= budget,
+        "{} + {tools} > {budget}",
+        report.tokens_after
+    );
 }
 
 #[tokio::test]

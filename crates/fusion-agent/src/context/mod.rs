@@ -71,8 +71,9 @@ pub use view::{
 pub use window::visible_tokens;
 
 pub(crate) use groups::{Layout, observation, user_message};
+pub(crate) use prune::plan_prune_besides;
 pub(crate) use summary::{summary_request, summary_request_sparing_latest_turn};
-pub(crate) use view::request_view_with_tools;
+pub(crate) use view::{request_view_with_tools, tools_tokens};
 pub(crate) use window::visible_tokens_up_to;
 
 #[cfg(test)]

@@ -64,10 +64,26 @@ pub struct PrunePlan {
 /// as the visible conversation fits the target (`target_tokens`, else
 /// [`ContextPolicy::max_tokens`]); without a target everything eligible is pruned.
 /// Messages covered by a summary or pruned before are left alone.
+///
+/// `max_tokens` as the target counts the conversation alone here; a session's
+/// [`prune_unimportant_messages`](crate::AgentSession::prune_unimportant_messages) also
+/// counts the tools its requests offer, as the budget does.
 pub fn plan_prune(
     history: &[ChatMessage],
     policy: &ContextPolicy,
     counter: &dyn TokenCounter,
+) -> PrunePlan {
+    plan_prune_besides(history, policy, counter, 0)
+}
+
+/// [`plan_prune`] for requests that carry `other_tokens` besides the conversation (their
+/// tools): `max_tokens` as the target holds for the whole request, as the budget does, so
+/// pruning does not stop where the budget then drops messages that more pruning keeps.
+pub(crate) fn plan_prune_besides(
+    history: &[ChatMessage],
+    policy: &ContextPolicy,
+    counter: &dyn TokenCounter,
+    other_tokens: usize,
 ) -> PrunePlan {
     let layout = Layout::new(history);
     let tokens_before = visible_tokens_up_to(&layout, counter, usize::MAX);
@@ -104,7 +120,10 @@ pub fn plan_prune(
         })
         .map(|pos| (pos, Mark::Chatter));
 
-    let target = policy.prune.target_tokens.or(policy.max_tokens);
+    let target = policy.prune.target_tokens.or_else(|| {
+        let budget = policy.max_tokens?;
+        Some(budget.saturating_sub(other_tokens))
+    });
     let mut tool_outputs = Vec::new();
     let mut notes = Vec::new();
     for (pos, mark) in outputs.chain(chatter) {

@@ -87,13 +87,7 @@ pub(crate) fn request_view_with_tools<'a>(
 ) -> Vec<Cow<'a, ChatMessage>> {
     // Counted only for a budget: they cost a tokenization of every schema per request.
     let other_tokens = if policy.max_tokens.is_some() {
-        // The prompt joins the system message, or is one: counted as one, an upper bound.
-        let prompt = react_prompt.map_or(0, |prompt| {
-            TOKENS_PER_MESSAGE
-                + counter.count_text(Role::System.as_str())
-                + counter.count_text(prompt)
-        });
-        prompt + count_tools(counter, tools)
+        tools_tokens(counter, react_prompt, tools)
     } else {
         0
     };
@@ -101,6 +95,20 @@ pub(crate) fn request_view_with_tools<'a>(
         apply_policy(history, policy, counter, other_tokens),
         react_prompt,
     )
+}
+
+/// Tokens a request carries for its tools besides the messages, as a token budget counts
+/// them: the definitions it offers natively ([`count_tools`]) and the text ReAct prompt.
+pub(crate) fn tools_tokens(
+    counter: &dyn TokenCounter,
+    react_prompt: Option<&str>,
+    tools: &[ToolDefinition],
+) -> usize {
+    // The prompt joins the system message, or is one: counted as one, an upper bound.
+    let prompt = react_prompt.map_or(0, |prompt| {
+        TOKENS_PER_MESSAGE + counter.count_text(Role::System.as_str()) + counter.count_text(prompt)
+    });
+    prompt + count_tools(counter, tools)
 }
 
 /// Step 2 of [`request_view`]: gives every tool call exactly one result, right after the

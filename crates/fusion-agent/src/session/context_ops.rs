@@ -29,7 +29,10 @@ use crate::context::policy::ContextPolicy;
 use crate::context::prune::PruneReport;
 use crate::context::summary::{SummaryJob, SummaryReport};
 use crate::context::tokens::TokenCounter;
-use crate::context::{last_turn, plan_prune, summary_record, summary_request_sparing_latest_turn};
+use crate::context::{
+    last_turn, plan_prune_besides, summary_record, summary_request_sparing_latest_turn,
+    tools_tokens,
+};
 use crate::llm::{ChatRequest, RequestCache, SamplingOptions};
 
 /// What a conflict means for a summary or prune record.
@@ -90,15 +93,25 @@ impl AgentSession {
     /// assistant's notes beside its tool calls; never the latest turn.
     ///
     /// Storage keeps every original: the decision is appended as a context record (see
-    /// [`plan_prune`]), so it holds for later requests and after a restart. The decision is
-    /// made on the history as storage holds it now (other writers' messages included), and
-    /// the record is stored only if the session was not rewritten meanwhile
-    /// ([`Error::Conflict`] otherwise). Costs one load, one count of the visible
-    /// conversation and, when anything is pruned, one append.
+    /// [`plan_prune`](crate::context::plan_prune)), so it holds for later requests and
+    /// after a restart. A token budget as the target counts the tools the session's
+    /// requests offer, as the budget does. The decision is made on the history as storage
+    /// holds it now (other writers' messages included), and the record is stored only if
+    /// the session was not rewritten meanwhile ([`Error::Conflict`] otherwise). Costs one
+    /// load, one count of the visible conversation and, when anything is pruned, one
+    /// append.
     pub async fn prune_unimportant_messages(&mut self) -> Result<PruneReport> {
         // Marks name stored positions: decide on what storage holds.
         self.reload().await?;
-        let plan = plan_prune(&self.history, &self.context, self.token_counter.as_ref());
+        let counter = self.token_counter.as_ref();
+        // A budget as the target holds for the whole request, the tools with the messages.
+        let tools = match self.context.max_tokens {
+            Some(_) => {
+                self.with_offered_tools(|prompt, tools| tools_tokens(counter, prompt, tools))
+            }
+            None => 0,
+        };
+        let plan = plan_prune_besides(&self.history, &self.context, counter, tools);
         if let Some(record) = plan.record {
             self.append_record_or_reload(record).await?;
             info!(

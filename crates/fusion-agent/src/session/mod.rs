@@ -360,17 +360,24 @@ impl AgentSession {
     /// It borrows the history, so it costs a pointer per message (plus token counts for
     /// the messages a token budget keeps).
     pub fn request_view(&self) -> Vec<Cow<'_, ChatMessage>> {
+        self.with_offered_tools(|react_prompt, native| {
+            request_view_with_tools(
+                &self.history,
+                &self.context,
+                self.token_counter.as_ref(),
+                react_prompt,
+                native,
+            )
+        })
+    }
+
+    /// `f` of the tools the next request offers, as a token budget counts them: the text
+    /// ReAct prompt in text mode, else the definitions, which native mode sends.
+    fn with_offered_tools<R>(&self, f: impl FnOnce(Option<&str>, &[ToolDefinition]) -> R) -> R {
         let react = self.uses_text_react();
         let tools = self.shared.last_good_tool_view();
-        // Native mode offers the definitions in the request, which a budget counts.
         let native: &[ToolDefinition] = if react { &[] } else { &tools.definitions };
-        request_view_with_tools(
-            &self.history,
-            &self.context,
-            self.token_counter.as_ref(),
-            react.then_some(tools.react_prompt.as_str()),
-            native,
-        )
+        f(react.then_some(tools.react_prompt.as_str()), native)
     }
 
     /// What memory holds: the generation the history was read at (0 for a session not
