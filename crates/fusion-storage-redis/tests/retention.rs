@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{Harness, Raw, cluster_harness, harness};
 use fusion_core::testkit::{said, wait_past};
@@ -461,13 +461,25 @@ async fn a_purge_short_of_replica_acknowledgements_says_what_it_did(h: Harness) 
     for wrong in ["stored on the primary", "apply the write twice"] {
         assert!(!shown.contains(wrong), "{shown}");
     }
-    // Run again, it leaves nothing of the session (on a cluster the failed purge gave
-    // its entry back, which this one sweeps and counts; on one server it went).
+    // Found by a later review: on a cluster the failed purge gave the entry back, as if
+    // its sweep had not removed and published the session, so the next purge swept,
+    // counted and published it again. Now another storage's purge finds nothing: on one
+    // server the entry went with the session; on a cluster the failed round keeps it
+    // (leased, not due) for the next purge of its own storage, which sweeps it without
+    // publishing again.
     let again = store.purge_expired(10).await.unwrap();
-    assert!(again <= 1, "{again}");
+    assert_eq!(again, 0);
     let mut raw = h.raw_any().await;
     let entry: Option<f64> = raw.zscore(h.expiry_key(), "gone").await.unwrap();
-    assert_eq!(entry, None);
+    if h.url.contains("+cluster://") {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        assert!(entry.is_some_and(|at| at > now_ms as f64), "{entry:?}");
+    } else {
+        assert_eq!(entry, None);
+    }
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ use redis::Value;
 use super::followed::Did;
 use super::forget::CLAIM_LEASE;
 use super::index::Gone;
-use super::write::evalsha;
+use super::write::{Acked, evalsha};
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
 use crate::error::parse_redis_error;
@@ -138,7 +138,9 @@ impl RedisStorage {
     /// swept sessions published again then): taken out, they would be lost, and the
     /// sessions they name never purged nor counted, their index entries left to the
     /// listings. A sweep whose reply was lost may have published too, unknown to the
-    /// purge: its session is released and published again by the next sweep.
+    /// purge: its session is released and published again by the next sweep. One whose
+    /// reply came short of replica acknowledgements is known to have removed and
+    /// published: kept as one that succeeded.
     async fn purge_spread(&self, limit: usize) -> Result<(usize, bool)> {
         let expiry = self.keys.expiry();
         let taken_up = self.take_unsettled();
@@ -253,12 +255,16 @@ impl RedisStorage {
                     let mut call = evalsha(self.writing(&scripts::PURGE_ONE), &[&list, &meta]);
                     call.arg(self.keys.prefix()).arg(id).arg(again);
                     let op = self.op(NAME, Some(id));
-                    let swept = self
+                    let reply: Result<Acked<Swept>> = self
                         .run_script(self.writing(&scripts::PURGE_ONE), &call)
                         .await
-                        .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])))
-                        .and_then(|acked| self.acknowledged_as(acked, op, |_| Did::Purge));
-                    (id, swept)
+                        .map_err(|err| parse_redis_error(err, op.on_keys(&[&list, &meta])));
+                    // Known also when too few replicas acknowledged it: the primary
+                    // removed the session (and published its `expired`).
+                    let removed = reply.as_ref().is_ok_and(|acked| acked.value().0 == 1);
+                    let swept =
+                        reply.and_then(|acked| self.acknowledged_as(acked, op, |_| Did::Purge));
+                    (id, removed, swept)
                 }
             })
             .collect();
@@ -289,23 +295,26 @@ impl RedisStorage {
 /// one) and the owner its meta hash named.
 type Swept = (i64, Option<String>);
 
-/// Runs `sweeps` (each gives its session's id and its reply) side by side, every one to
-/// its end, and adds to `published` each session a sweep removed as its reply comes: a
-/// purge dropped while some are in flight (cancelled by its caller) leaves its round to
-/// the next with those that ended known, which that round sweeps without publishing
-/// them again. Returns the replies by session and the first error, if any.
+/// Runs `sweeps` (each gives its session's id, whether its reply said it removed the
+/// session, and that reply as the purge takes it) side by side, every one to its end,
+/// and adds to `published` each session a sweep removed as its reply comes, also one
+/// short of replica acknowledgements (an error, but removed and published on the
+/// primary): a purge dropped while some are in flight (cancelled by its caller), or
+/// failed, leaves its round to the next with those known, which that round sweeps
+/// without publishing them again. Returns the replies by session and the first error,
+/// if any.
 async fn record_sweeps<'a>(
-    sweeps: Vec<impl Future<Output = (&'a str, Result<Swept>)>>,
+    sweeps: Vec<impl Future<Output = (&'a str, bool, Result<Swept>)>>,
     published: &mut BTreeSet<String>,
 ) -> (HashMap<&'a str, Swept>, Option<fusion_core::Error>) {
     let mut pending: FuturesUnordered<_> = sweeps.into_iter().collect();
     let (mut swept, mut failed) = (HashMap::new(), None);
-    while let Some((id, result)) = pending.next().await {
+    while let Some((id, removed, result)) = pending.next().await {
+        if removed {
+            published.insert(id.to_string());
+        }
         match result {
             Ok(done) => {
-                if done.0 == 1 {
-                    published.insert(id.to_string());
-                }
                 swept.insert(id, done);
             }
             Err(err) => failed = failed.or(Some(err)),
@@ -546,11 +555,10 @@ mod tests {
     /// reply comes.
     #[test]
     fn a_sweep_that_ended_is_recorded_while_another_is_in_flight() {
-        type Sweep = BoxFuture<'static, (&'static str, fusion_core::Result<Swept>)>;
         let mut published = BTreeSet::new();
         let sweeps: Vec<Sweep> = vec![
-            Box::pin(async { ("removed", Ok((1, None))) }),
-            Box::pin(async { ("live", Ok((0, None))) }),
+            Box::pin(async { ("removed", true, Ok((1, None))) }),
+            Box::pin(async { ("live", false, Ok((0, None))) }),
             Box::pin(std::future::pending()),
         ];
         let mut recording = Box::pin(record_sweeps(sweeps, &mut published));
@@ -559,6 +567,35 @@ mod tests {
             "one is in flight"
         );
         drop(recording);
+        assert_eq!(published, BTreeSet::from(["removed".to_string()]));
+    }
+
+    /// A sweep's reply and what the purge took it for, as `sweep_claimed` gives them.
+    type Sweep = BoxFuture<'static, (&'static str, bool, fusion_core::Result<Swept>)>;
+
+    /// Found by a review: a sweep short of replica acknowledgements (an error, though the
+    /// primary removed the session and published its `expired`) was not recorded as
+    /// published, so its entry was released, and the next purge swept, counted and
+    /// published the session again. It is recorded, its entry kept for the round that
+    /// takes this one up, which sweeps it without publishing.
+    #[test]
+    fn a_sweep_short_of_replica_acknowledgements_is_recorded_as_published() {
+        let short = || fusion_core::Error::Backend {
+            backend: crate::error::BACKEND,
+            message: "purged on the primary, but only 0 of 1 replicas acknowledged it".into(),
+            retryable: false,
+            source: None,
+        };
+        let mut published = BTreeSet::new();
+        let sweeps: Vec<Sweep> = vec![
+            Box::pin(async move { ("removed", true, Err(short())) }),
+            Box::pin(async move { ("lost", false, Err(short())) }),
+        ];
+        let (swept, failed) = record_sweeps(sweeps, &mut published)
+            .now_or_never()
+            .expect("nothing in flight");
+        assert!(swept.is_empty());
+        assert!(failed.is_some());
         assert_eq!(published, BTreeSet::from(["removed".to_string()]));
     }
 

@@ -397,6 +397,11 @@ impl<T> Acked<T> {
     pub(super) fn new(value: T, replicas: Option<usize>) -> Self {
         Self { value, replicas }
     }
+
+    /// The reply, whatever the replicas said: what the write did on the primary.
+    pub(super) fn value(&self) -> &T {
+        &self.value
+    }
 }
 
 /// The `EVALSHA` of `script` on `keys`, for its arguments to follow. Built as one command
