@@ -30,6 +30,8 @@ pub(crate) struct ChatForm<'a> {
     oob: bool,
     /// The text the box starts with: the last message the session's turn did not send.
     draft: Option<&'a str>,
+    /// The note on `draft`: whether it is known not to be stored, or may yet be.
+    draft_note: &'static str,
 }
 
 impl<'a> ChatForm<'a> {
@@ -39,13 +41,25 @@ impl<'a> ChatForm<'a> {
             id,
             oob,
             draft: None,
+            draft_note: "",
         }
     }
 
     /// The form with `message` in its box, saying it was not sent: the end of the turn
     /// that did not send it is gone once the page is reloaded, and with it the text.
-    pub(crate) fn unsent(mut self, message: Option<&'a str>) -> Self {
+    ///
+    /// `settled` is false when the turn stopped waiting for a storage write still under
+    /// way ([`Turn::unsettled`]): the write may yet store the message, and sent again
+    /// it would be stored twice, so the note says to look first (as the turn's end did).
+    pub(crate) fn unsent(mut self, message: Option<&'a str>, settled: bool) -> Self {
         self.draft = message;
+        self.draft_note = if settled {
+            "Your last message was not sent: it is in the box, to send again."
+        } else {
+            "Your last message may yet be stored: the storage had not finished writing it \
+             when its turn stopped. It is in the box; reload the page before sending it \
+             again, to see whether it was stored meanwhile."
+        };
         self
     }
 }
@@ -375,6 +389,24 @@ mod tests {
             summary(Outcome::Stopped).contains("not stored. Your message was not sent:"),
             "one full stop"
         );
+    }
+
+    /// Found by a review: the box offered after a reload said "not sent" of a message
+    /// whose write was still under way when its turn gave up waiting for it (which the
+    /// turn's end calls "may not be stored"): sent again, it was stored twice.
+    #[test]
+    fn a_message_in_the_box_whose_write_had_not_ended_is_not_called_unsent() {
+        let html = ChatForm::new("s", false)
+            .unsent(Some("hi"), false)
+            .render()
+            .unwrap();
+        assert!(!html.contains("not sent"), "{html}");
+        assert!(html.contains("may yet be stored"), "{html}");
+        let html = ChatForm::new("s", false)
+            .unsent(Some("hi"), true)
+            .render()
+            .unwrap();
+        assert!(html.contains("Your last message was not sent"), "{html}");
     }
 
     /// A write still under way when the turn gave up waiting may land later: the end

@@ -62,7 +62,10 @@ fn chat_section(state: &AppState, info: &SessionInfo, history: &[ChatMessage]) -
     });
     ChatSection {
         form: ChatForm::new(id, false)
-            .unsent(unsent.map(|turn| turn.message.as_str()))
+            .unsent(
+                unsent.map(|turn| turn.message.as_str()),
+                !unsent.is_some_and(|turn| turn.unsettled()),
+            )
             .render()
             .ok(),
         live: chats
