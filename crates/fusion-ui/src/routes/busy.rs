@@ -57,7 +57,7 @@ pub(crate) fn held_by(id: &str, holder: Work, wanted: Work) -> String {
         ),
         _ => format!(
             "Another request is {} session {id:?} right now, so {what} is refused. Wait \
-             for it to end, then reload the session's page and try again.",
+             for it to end, then try again.",
             holder.doing()
         ),
     }
