@@ -45,6 +45,7 @@ pub(crate) struct Split {
 /// ([`split_url_param`] leaves those in), is an [`Error::Config`] naming it.
 pub(crate) fn split(url: &str) -> Result<Split> {
     check_credentials(url)?;
+    check_fragment(url)?;
     let (rest, key_prefix) = split_url_param(url, KEY_PREFIX_PARAM);
     let (driver_url, publish) = split_url_param(&rest, PUBLISH_CHANGES_PARAM);
     check_driver_query(&driver_url, url)?;
@@ -169,6 +170,21 @@ fn check_credentials(url: &str) -> Result<()> {
     ))
 }
 
+/// Refuses a fragment other than `#insecure` (what the driver reads, from a `rediss://`
+/// URL) in `url`: a `redis://` URL's the driver ignores, so a `#` written in a query value
+/// (`key_prefix=a#b`) cut the value there unseen, and the storage used prefix `a`.
+fn check_fragment(url: &str) -> Result<()> {
+    match url.split_once('#') {
+        Some((_, fragment)) if !matches!(fragment, "" | "insecure") => Err(bad(
+            url,
+            "a `#` begins the URL's fragment, which a Redis URL takes only as `#insecure` \
+             (rediss://); written in a query value it cuts the value there"
+                .to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Whether `node` reads as `host[:port]` (a host in brackets for IPv6): what is left of
 /// an authority cut inside a password is `[user]:` and its start, no host and port.
 fn is_host_port(node: &str) -> bool {
@@ -264,6 +280,34 @@ mod tests {
             "redis://me@corp:pass@h:6379/0?key_prefix=a@b",
             "redis://me@corp:hun%3Fter2@[::1]:6379?protocol=3",
             "redis+cluster://me@corp:p@h1:7000,[::1]:7001/0?key_prefix=x@y",
+        ] {
+            apply(url, RedisOptions::new()).unwrap();
+        }
+    }
+
+    /// Found by a review: a `#` in a query value (`key_prefix=a#b`) began the URL's
+    /// fragment, which the driver ignores on a `redis://` URL: the storage used prefix
+    /// `a`, another application's keys maybe. A fragment other than `#insecure` is
+    /// refused, without showing the query.
+    #[test]
+    fn a_fragment_other_than_insecure_is_refused() {
+        for url in [
+            "redis://h:6379/0?key_prefix=a#b",
+            "redis+cluster://h1:7000,h2?key_prefix=a#b&publish_changes=true",
+            "redis://u:p@h#frag",
+            "rediss://h?key_prefix=p#insecur",
+        ] {
+            let text = refusal(url);
+            assert!(
+                text.contains("a `#` begins the URL's fragment"),
+                "{url}: {text}"
+            );
+            assert!(!text.contains("key_prefix"), "{url}: {text}");
+        }
+        for url in [
+            "rediss://h?key_prefix=p#insecure",
+            "redis://h#",
+            "redis://h#insecure",
         ] {
             apply(url, RedisOptions::new()).unwrap();
         }
