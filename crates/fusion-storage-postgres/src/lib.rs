@@ -211,6 +211,10 @@
 //!   new schema, and one that no longer does (a column gone or renamed, a new constraint)
 //!   fails, not retryable, saying a newer release upgraded the schema to that version and
 //!   to restart the process on it (the records are read only then, on such an error).
+//!   A column that changed to a type this build still reads (`text` to `varchar`) makes
+//!   PostgreSQL refuse the statements a connection prepared before ("cached plan must not
+//!   change result type"): such a call fails retryably, and the pool then closes the
+//!   connections opened before it as they are next handed out (`storage::plans`).
 //! - Wrong password, missing database, missing privileges, a TLS failure (a server
 //!   certificate that is not trusted or does not name the URL's host included): not
 //!   retryable, saying which.

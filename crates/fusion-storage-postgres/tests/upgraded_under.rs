@@ -4,6 +4,7 @@
 
 use fusion_core::testkit::StorageHarness;
 use fusion_core::{ChatMessage, ConversationStorage, Error, MetaUpdate, SessionMeta, SessionQuery};
+use fusion_storage_postgres::PostgresStorage;
 use fusion_storage_postgres::testing::harness;
 
 /// What a newer release's migration does to the schema: one that this build's statements
@@ -97,5 +98,38 @@ async fn a_call_a_hand_edit_of_the_schema_breaks_still_says_so() {
         message.contains("outside Fusion") && !message.contains("newer"),
         "{message}"
     );
+    storage.close().await;
+}
+
+/// Found by a review: a column changed to a type this build still reads (`text` to
+/// `varchar`, by a newer release or by hand) made every pooled connection that had
+/// prepared a statement returning it fail that call for good ("cached plan must not
+/// change result type", not retryable) until the process restarted. Now the call fails
+/// retryably, saying so, and the next call works on a connection prepared afresh.
+#[tokio::test]
+async fn a_column_whose_type_changed_under_prepared_statements_fails_one_call_retryably() {
+    let Some(harness) = harness().await else {
+        return;
+    };
+    // One connection: the one that prepared the statement serves the next call.
+    let options = harness.options().max_connections(1);
+    let storage = PostgresStorage::connect_with(options).await.unwrap();
+    storage.save("s", &[ChatMessage::user("a")]).await.unwrap();
+    assert!(storage.session_info("s").await.unwrap().is_some());
+    let mut raw = harness.raw().await;
+    sqlx::query("ALTER TABLE sessions ALTER COLUMN title TYPE varchar(200)")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    let err = storage.session_info("s").await.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("the schema changed under this storage") && message.contains("retry"),
+        "{message}"
+    );
+    for _ in 0..3 {
+        assert!(storage.session_info("s").await.unwrap().is_some());
+    }
     storage.close().await;
 }

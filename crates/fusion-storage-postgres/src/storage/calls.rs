@@ -7,7 +7,7 @@ use std::time::Instant;
 use fusion_core::Result;
 
 use super::PostgresStorage;
-use crate::error::{Op, PLACE, no_answer, parse_postgres_error};
+use crate::error::{BACKEND, Op, PLACE, no_answer, parse_postgres_error};
 
 impl PostgresStorage {
     pub(super) fn op<'a>(&'a self, name: &'static str, session_id: Option<&'a str>) -> Op<'a> {
@@ -43,6 +43,10 @@ impl PostgresStorage {
         began: Instant,
     ) -> fusion_core::Error {
         match (err, op.session_id) {
+            (err, _) if super::plans::is_stale_plan(&err) => {
+                self.plans.met();
+                stale_plan(op, err)
+            }
             (sqlx::Error::PoolTimedOut, _) => {
                 self.timeouts.pool_timed_out(&self.pool, op, began).await
             }
@@ -109,4 +113,17 @@ fn is_schema_mismatch(err: &sqlx::Error) -> bool {
         sqlx::Error::ColumnDecode { .. } | sqlx::Error::ColumnNotFound(_) => true,
         _ => false,
     }
+}
+
+/// The error of a call of operation `op` whose statement, prepared on its connection
+/// before the schema changed, PostgreSQL refused to run (`err`); the
+/// connections prepared before are replaced (`super::plans`), so a retry runs it afresh.
+fn stale_plan(op: Op<'_>, err: sqlx::Error) -> fusion_core::Error {
+    let message = format!(
+        "{op}: the schema changed under this storage (a newer Fusion release's upgrade, or \
+         a hand edit) since its connection prepared the statement, which PostgreSQL then \
+         refused to run ({err}); the connections prepared before are being replaced: \
+         retry"
+    );
+    fusion_core::Error::backend(BACKEND, message, true, err)
 }

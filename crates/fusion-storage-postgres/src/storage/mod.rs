@@ -34,6 +34,7 @@ use crate::timed_out::{Finder, Waited};
 use crate::{migrate, update, write};
 
 mod calls;
+mod plans;
 
 /// How long a pooled connection may sit idle before it is checked with a ping when next
 /// handed out.
@@ -58,6 +59,8 @@ pub struct PostgresStorage {
     /// Why calls that waited out the connect timeout for a connection got none
     /// (`crate::timed_out`).
     timeouts: Arc<Finder>,
+    /// Whether pooled connections hold statements prepared before the schema changed.
+    plans: plans::StalePlans,
 }
 
 impl PostgresStorage {
@@ -142,12 +145,20 @@ impl PostgresStorage {
         // idle for a while are pinged (those a firewall or the server's idle timeout may
         // have cut); sqlx also pings each connection when it is released, in the
         // background, and closes it if that fails.
+        // A connection that may hold statements prepared before the schema changed is
+        // closed rather than handed out (`plans`).
+        let plans = plans::StalePlans::default();
+        let stale = plans.clone();
         let opened = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.connect_timeout)
             .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
+            .before_acquire(move |conn, meta| {
+                let stale = stale.predate(meta.age);
                 Box::pin(async move {
+                    if stale {
+                        return Ok(false);
+                    }
                     if meta.idle_for >= PING_IF_IDLE_FOR {
                         conn.ping().await?;
                     }
@@ -183,6 +194,7 @@ impl PostgresStorage {
             call_limit: options.call_limit(),
             schema: options.schema.into(),
             timeouts,
+            plans,
         }))
     }
 
