@@ -481,9 +481,14 @@ async fn an_overwrite_short_of_replica_acknowledgements_is_not_said_to_apply_twi
     for err in errors {
         assert!(!err.is_retryable(), "{err}");
         let shown = err.to_string();
-        assert!(shown.contains("written on the primary"), "{shown}");
+        // Found by a later review: an update is "updated" (see below).
         assert!(
-            shown.contains("leaves the session as this write did"),
+            shown.contains("written on the primary") || shown.contains("updated on the primary"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("leaves the session as this write did")
+                || shown.contains("leaves the session as this update did"),
             "{shown}"
         );
         assert!(!shown.contains("apply the write twice"), "{shown}");
@@ -545,4 +550,44 @@ async fn a_creation_or_a_conditional_write_short_of_replica_acknowledgements_say
     let err = (acked.write_if("c", emptied, Change::Replace(&[])).await).unwrap_err();
     assert!(err.to_string().contains("deleted on the primary"), "{err}");
     assert_eq!(store.load_revision("c").await.unwrap().1.len, 0);
+}
+
+/// Found by a review: a metadata update short of replica acknowledgements said that,
+/// sent again, a conditional one "is refused as a conflict", but an update's conditions
+/// are its `if_title` and `if_owner`: one that changed the owner it was conditional on is
+/// refused as not that owner's, and one conditional on what it left as it was applies
+/// again, leaving the session the same.
+#[tokio::test]
+async fn an_update_short_of_replica_acknowledgements_says_what_its_retry_meets() {
+    let Some(h) = harness().await else {
+        return;
+    };
+    let acked = (h.connect(h.options().replica_acks(64, Duration::from_millis(10)))).await;
+    let acked = acked.unwrap();
+    let store = h.open().await;
+    let meta = fusion_core::SessionMeta::new().owner("alice");
+    (store
+        .create_session("u", &meta, &[ChatMessage::user("a")])
+        .await)
+        .unwrap();
+    let hand_over = fusion_core::MetaUpdate::new()
+        .owner(Some("bob"))
+        .if_owner("alice");
+    let err = acked.update_session("u", &hand_over).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("updated on the primary"), "{shown}");
+    assert!(shown.contains("`if_owner`"), "{shown}");
+    assert!(shown.contains("as not that owner's"), "{shown}");
+    assert!(!shown.contains("refused as a conflict"), "{shown}");
+    // As it says: sent again, the hand-over is refused as not alice's.
+    let again = store.update_session("u", &hand_over).await.unwrap_err();
+    assert!(matches!(again, Error::NotOwner { .. }), "{again}");
+    // And one conditional on what it did not change applies again.
+    let rename = fusion_core::MetaUpdate::new()
+        .title(Some("t"))
+        .if_owner("bob");
+    assert!(acked.update_session("u", &rename).await.is_err());
+    let renamed = store.update_session("u", &rename).await.unwrap().unwrap();
+    assert_eq!(renamed.meta.title.as_deref(), Some("t"));
 }

@@ -30,6 +30,9 @@ pub(super) enum Did {
     Overwrite,
     /// A write whose expectation the session did not meet: it changed nothing.
     Unmet,
+    /// A metadata update (`update_session`), which a retry applies the same again,
+    /// unless conditional on the title or owner it changed.
+    Update,
     /// A delete that removed the session.
     Delete,
     /// A delete that found nothing stored under the session's id.
@@ -67,6 +70,14 @@ pub(super) fn short_of_acks(
              but only {got} of {replicas} replicas acknowledged the primary within \
              {timeout:?}: they may miss its earlier writes (not retryable; read the session \
              to see where it stands)"
+        ),
+        Did::Update => format!(
+            "{op}: updated on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would lose it (not \
+             retryable, though sent again it leaves the session as this update did; one \
+             conditional on the title or owner it changed (`if_title`, `if_owner`) is refused \
+             then, as renamed since or as not that owner's: read the session to see this \
+             update)"
         ),
         Did::Overwrite => format!(
             "{op}: written on the primary, but only {got} of {replicas} replicas acknowledged \

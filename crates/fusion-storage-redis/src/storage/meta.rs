@@ -136,7 +136,7 @@ impl RedisStorage {
                     &call,
                     op,
                     &keys,
-                    Did::Overwrite,
+                    Did::Update,
                 )
                 .await?;
             let items: Vec<Value> = FromRedisValue::from_redis_value(reply)
