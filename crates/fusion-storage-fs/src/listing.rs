@@ -34,7 +34,6 @@
 //! `crate::index`).
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 
 use fusion_core::{
     Error, Position, Result, SessionInfo, SessionOrder, SessionPage, SessionQuery,
@@ -42,9 +41,13 @@ use fusion_core::{
 };
 
 use crate::error::{BACKEND, IoContext};
-use crate::file_name;
 use crate::index::{CheckedDirs, Kind, Members, Scanned, SetKey, Snapshot, marker_instant};
-use crate::session_files::{Directory, SessionFiles};
+use crate::session_files::Directory;
+
+mod skip;
+
+pub(crate) use self::skip::list_dir;
+use self::skip::{is_unread, list_dir_noting, skip_damaged};
 
 /// The most members an owner or tag may have for its markers to be read whole.
 const MAX_SET: usize = 5000;
@@ -409,38 +412,6 @@ fn set_keys(query: &SessionQuery) -> impl Iterator<Item = SetKey<'_>> {
         .chain(query.tag.as_deref().map(SetKey::Tag))
 }
 
-/// A damaged session counts as absent in listings (and in an index build), with a
-/// warning, and so does one whose metadata file cannot be read (an I/O error: its owner,
-/// tags and expiry unknown), as a purge leaves both out: one such session never hides
-/// every other. Its own calls report what is wrong with it.
-fn skip_damaged<T>(files: &SessionFiles, result: Result<Option<T>>) -> Result<Option<T>> {
-    match result {
-        Err(Error::Corrupt {
-            session_id, detail, ..
-        }) => {
-            tracing::warn!(backend = BACKEND, %session_id, %detail, "leaving a damaged session out of a listing");
-            Ok(None)
-        }
-        // The session file itself cannot be looked at (a symbolic link to itself, or into
-        // a directory this process may not read): left out the same way.
-        Err(Error::Io { path, source }) if path == files.data() => {
-            tracing::warn!(backend = BACKEND, session_id = %files.id(), path = %path.display(), error = %source, "leaving a session whose file cannot be read out of a listing");
-            Ok(None)
-        }
-        Err(err) if files.is_meta_error(&err) => {
-            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (an index built meanwhile is built again by the next listing)");
-            Ok(None)
-        }
-        other => other,
-    }
-}
-
-/// Whether `err` is the failure of a read of the session's file or its metadata file (see
-/// [`skip_damaged`]), which may pass, unlike damage.
-fn is_unread(files: &SessionFiles, err: &Error) -> bool {
-    matches!(err, Error::Io { path, .. } if *path == files.data()) || files.is_meta_error(err)
-}
-
 fn is_unwritable(err: &std::io::Error) -> bool {
     matches!(
         err.kind(),
@@ -454,50 +425,6 @@ thread_local! {
     static FACTS_READ: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// The sessions stored in `dir`: every canonical `{stem}.jsonl` with some content (but
-/// one whose file cannot be looked at, left out with a warning).
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    list_dir_noting(dir, &mut false)
-}
-
-/// [`list_dir`], setting `unread` if it left a session out.
-fn list_dir_noting(dir: &Path, unread: &mut bool) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        other => other.at(dir)?,
-    };
-    let mut ids = Vec::new();
-    for entry in entries {
-        let entry = entry.at(dir)?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(file_name::id_from_file_name)
-        else {
-            continue;
-        };
-        // An empty file is what a process killed between creating the file and writing
-        // its first line leaves behind; it holds no messages, so it is no session. The
-        // stat is one per session, in line with this method's cost.
-        // Followed through symlinks, as `load` would.
-        match std::fs::metadata(entry.path()) {
-            Ok(metadata) if metadata.is_file() && metadata.len() > 0 => ids.push(id),
-            Ok(_) => {}
-            // Deleted since the directory was read.
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            // One that cannot be looked at (a symbolic link to itself, or into a directory
-            // this process may not read) is left out with a warning, as a listing leaves
-            // out a session whose file cannot be read: it never hides every other.
-            Err(err) => {
-                *unread = true;
-                let path = entry.path();
-                tracing::warn!(backend = BACKEND, session_id = %id, path = %path.display(), error = %err, "leaving a session whose file cannot be read out of a listing");
-            }
-        }
-    }
-    Ok(ids)
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -507,6 +434,7 @@ mod tests {
 
     use super::*;
     use crate::batch::Batch;
+    use crate::file_name;
     use crate::index::{Index, dir_lstats, reads_above_cursor};
     use crate::options::SyncPolicy;
     use crate::recent_cache::RecentCache;
@@ -1002,5 +930,52 @@ mod tests {
         // Made by the build: the expiry buckets (at most two leaves), the owner's and the
         // tag's directories, and the journals' checks after it; never one per session.
         assert!(lstats < 50, "{lstats} lstats for a build of 50 sessions");
+    }
+
+    /// Found by a review: a session whose file or metadata file could not be read for an
+    /// error that passes (a limit of open files, memory) was left out of the page with a
+    /// warning alone, and out of an index built meanwhile, though the next try would have
+    /// listed it. The listing fails, retryable, instead; an error that lasts (a refused
+    /// permission, a symbolic-link loop) still leaves the session out with a warning.
+    #[test]
+    fn a_file_unread_for_an_error_that_passes_fails_the_listing_as_retryable() {
+        use std::io::{Error as OsError, ErrorKind};
+        let scratch = Scratch::new();
+        let at = scratch.at();
+        let files = at.files("a");
+        let meta = scratch.dir.path().join(file_name::meta_file_name("a"));
+        // EMFILE, the same on every Unix.
+        #[cfg(unix)]
+        let open_file_limit = || OsError::from_raw_os_error(24);
+        #[cfg(not(unix))]
+        let open_file_limit = || OsError::from(ErrorKind::OutOfMemory);
+        let passing = [
+            Error::io(files.data(), open_file_limit()),
+            Error::io(files.data(), OsError::from(ErrorKind::OutOfMemory)),
+            crate::meta_file::unreadable(&meta, open_file_limit()),
+        ];
+        for err in passing {
+            let path = match &err {
+                Error::Io { path, .. } => path.clone(),
+                _ => unreachable!(),
+            };
+            let failed = skip_damaged::<()>(&files, Err(err)).unwrap_err();
+            assert!(failed.is_retryable(), "{failed}");
+            let message = failed.to_string();
+            assert!(message.contains(&path.display().to_string()), "{message}");
+            assert!(message.contains("\"a\""), "{message}");
+        }
+        let lasting = [
+            Error::io(files.data(), OsError::from(ErrorKind::PermissionDenied)),
+            Error::io(files.data(), OsError::from(ErrorKind::NotADirectory)),
+            crate::meta_file::unreadable(&meta, OsError::from(ErrorKind::PermissionDenied)),
+        ];
+        for err in lasting {
+            assert!(skip_damaged::<()>(&files, Err(err)).unwrap().is_none());
+        }
+        // Any other failure is the listing's, as it was.
+        let elsewhere = Error::io(scratch.dir.path(), open_file_limit());
+        let failed = skip_damaged::<()>(&files, Err(elsewhere)).unwrap_err();
+        assert!(matches!(failed, Error::Io { .. }), "{failed}");
     }
 }

@@ -107,6 +107,22 @@ fn mark_unreadable(err: Error) -> Error {
     }
 }
 
+/// The error `source` marks as a failed read ([`Unreadable`]), or `source` itself: what
+/// the OS said (its error code included), for telling an error that passes from one that
+/// lasts.
+pub(crate) fn cause(source: &io::Error) -> &io::Error {
+    source
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Unreadable>())
+        .map_or(source, |unreadable| &unreadable.0)
+}
+
+/// [`Error::Io`] for a failed read of the metadata file at `path`, as [`read()`] gives it.
+#[cfg(test)]
+pub(crate) fn unreadable(path: &Path, source: io::Error) -> Error {
+    mark_unreadable(Error::io(path, source))
+}
+
 /// Whether `err` is the failed read of the metadata file at `path` (see [`read()`]).
 pub(crate) fn is_unreadable(err: &Error, path: &Path) -> bool {
     matches!(err, Error::Io { path: at, source }
