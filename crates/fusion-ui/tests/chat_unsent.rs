@@ -9,6 +9,7 @@ mod chat_support;
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use axum::Router;
@@ -30,13 +31,15 @@ const TYPED: &str = "please keep this question";
 /// The memory store, except that the agent cannot open a session (its read of the
 /// history fails), or, with `hold_writes`, that every write waits, once it has said so,
 /// until it is released: then it is stored when `store_when_released` says so, else
-/// refused.
+/// refused. With `reads_fail_once_released` set, every read fails from the release on.
 struct Broken {
     inner: Arc<InMemoryStorage>,
     hold_writes: bool,
     store_when_released: bool,
     writing: Notify,
     released: Notify,
+    reads_fail_once_released: AtomicBool,
+    reads_fail: AtomicBool,
 }
 
 impl Broken {
@@ -48,6 +51,8 @@ impl Broken {
             store_when_released,
             writing: Notify::new(),
             released: Notify::new(),
+            reads_fail_once_released: AtomicBool::new(false),
+            reads_fail: AtomicBool::new(false),
         })
     }
 
@@ -58,6 +63,9 @@ impl Broken {
         }
         self.writing.notify_one();
         self.released.notified().await;
+        if self.reads_fail_once_released.load(Ordering::SeqCst) {
+            self.reads_fail.store(true, Ordering::SeqCst);
+        }
         if self.store_when_released {
             Ok(())
         } else {
@@ -85,7 +93,7 @@ impl Intercept for Through {
     }
 
     async fn load_revision(&self, session_id: &str) -> Result<(Vec<ChatMessage>, Revision)> {
-        if self.0.hold_writes {
+        if self.0.hold_writes && !self.0.reads_fail.load(Ordering::SeqCst) {
             return self.inner().load_revision(session_id).await;
         }
         Err(failure("the database is down"))
@@ -248,6 +256,30 @@ async fn a_session_made_again_under_a_deleted_ones_id_is_not_offered_its_message
     assert!(page.contains("a new start"), "{page}");
     assert_eq!(message_box(&page), "", "another session: {page}");
     assert!(!page.contains("not sent"), "{page}");
+}
+
+/// Found by a review: a turn that had read its session, stopped, and whose end then
+/// could not read the session again, said its message was not sent, though its write
+/// may have stored it (an unreadable session was taken for one without it): sent again,
+/// it would be stored twice.
+#[tokio::test]
+async fn a_message_that_cannot_be_looked_for_is_not_called_unsent() {
+    let broken = Broken::over_seeded(true, false).await;
+    broken
+        .reads_fail_once_released
+        .store(true, Ordering::SeqCst);
+    let server = MockLlmServer::start().await;
+    let app = app(broken.clone(), &server);
+
+    let turn = start_turn(&app, "s1", TYPED).await;
+    let end = stopped_during_the_write(&app, &broken, &turn).await;
+    assert!(end.contains("Stopped."), "{end}");
+    assert!(end.contains(TYPED), "still shown, to copy: {end}");
+    assert!(!end.contains("not sent"), "{end}");
+    assert!(
+        end.contains("may not be stored: the session could not be read to check"),
+        "{end}"
+    );
 }
 
 /// Found by a hunt: Stop ended the turn at once, and its end was judged against storage

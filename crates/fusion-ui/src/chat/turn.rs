@@ -16,6 +16,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, oneshot, watch};
 
 use super::ChatAgent;
+use crate::shown_error::shown_error;
 
 /// Something a turn reported, in order. Frames are what the page's live view shows and
 /// what a reconnecting page is sent again.
@@ -343,6 +344,11 @@ impl Turn {
         })
     }
 
+    /// Whether the turn read its session (so its message may be stored).
+    pub(crate) fn opened_session(&self) -> bool {
+        self.lock().opened.is_some()
+    }
+
     /// Records that the turn stopped without its storage writes having ended.
     pub(super) fn gave_up_settling(&self) {
         self.lock().unsettled = true;
@@ -407,7 +413,7 @@ fn panicked(payload: &(dyn Any + Send)) -> String {
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
     match text {
-        Some(text) => format!("panicked: {}", crate::shown_error::shown_error(text)),
+        Some(text) => format!("panicked: {}", shown_error(text)),
         None => "panicked".to_string(),
     }
 }
@@ -435,7 +441,9 @@ async fn drive(
     }
     let mut session = match builder.build().await {
         Ok(session) => session,
-        Err(err) => return Outcome::Failed(shown(format!("cannot open the session: {err}"))),
+        Err(err) => {
+            return Outcome::Failed(shown_error(&format!("cannot open the session: {err}")));
+        }
     };
     turn.opened(session.history());
     let mut events = session.send_message_stream(&turn.message);
@@ -452,7 +460,7 @@ async fn drive(
                         turn.push(frame);
                     }
                 }
-                Some(Err(err)) => break Outcome::Failed(shown(err.to_string())),
+                Some(Err(err)) => break Outcome::Failed(shown_error(&err.to_string())),
                 None => break Outcome::Failed("the turn ended without a result".into()),
             },
         }
@@ -478,14 +486,6 @@ fn frame_of(event: AgentEvent) -> Option<Frame> {
         ))),
         _ => None,
     }
-}
-
-/// An error's text as the turn's page shows it, as a panic's is: without the secrets it
-/// may quote (the bundled clients and backends hide theirs where the error is made; a
-/// client or storage of the caller's own, both public traits, may quote its URL with a
-/// password, or its key), nor the server's file paths a storage error names.
-fn shown(error: String) -> String {
-    crate::shown_error::shown_error(&error)
 }
 
 /// Shows `request` on the page and waits for its buttons. No answer (the turn was

@@ -205,6 +205,16 @@ fn whole(request: &ApprovalRequest) -> String {
     escape_hidden(&arguments)
 }
 
+/// Why a message a turn's end did not find stored may be stored all the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Doubt {
+    /// A storage write of the turn had not ended when the turn stopped waiting for it
+    /// ([`Turn::unsettled`]): it may land later.
+    WriteUnfinished,
+    /// The turn read its session, but the session could not be read since it ended.
+    Unread,
+}
+
 /// What replaces the live panel when turn `key` ends, with the transcript's newest
 /// messages (already rendered) out of band.
 #[derive(Template, Debug)]
@@ -261,29 +271,37 @@ impl ChatEnd {
     /// live panel this end replaces was the only place still showing it, so the text
     /// the user typed was lost from the page.
     ///
-    /// `settled` is false when a storage write of the turn had still not ended when it
-    /// stopped waiting for it ([`Turn::unsettled`]): the message may yet be stored, and
-    /// the end says so rather than that it was not sent.
-    pub(crate) fn unsent(mut self, message: Option<&str>, settled: bool) -> Self {
+    /// With a `doubt`, the message was not found stored but may be: the end says so, and
+    /// why, rather than that it was not sent (sent again, it would be stored twice).
+    pub(crate) fn unsent(mut self, message: Option<&str>, doubt: Option<Doubt>) -> Self {
         if let Some(message) = message {
             // A failure's text most often ends without a full stop ("... HTTP 400").
             if !self.summary.ends_with(['.', '!', '?']) {
                 self.summary.push('.');
             }
-            let (note, badge) = if settled {
+            let why = match doubt {
+                None => "",
+                Some(Doubt::WriteUnfinished) => {
+                    "the storage had not finished writing it when the turn stopped"
+                }
+                Some(Doubt::Unread) => "the session could not be read to check",
+            };
+            let (note, badge) = if why.is_empty() {
                 (
-                    " Your message was not sent: it is shown above, to copy and send again.",
+                    " Your message was not sent: it is shown above, to copy and send again."
+                        .to_string(),
                     "not sent",
                 )
             } else {
                 (
-                    " Your message may not be stored: the storage had not finished writing \
-                     it when the turn stopped. It is shown above; reload the page to see \
-                     whether it was stored before sending it again.",
+                    format!(
+                        " Your message may not be stored: {why}. It is shown above; reload \
+                         the page to see whether it was stored before sending it again."
+                    ),
                     "may not be stored",
                 )
             };
-            self.summary.push_str(note);
+            self.summary.push_str(&note);
             self.unsent = Some((message.to_string(), badge));
         }
         self
@@ -375,7 +393,7 @@ mod tests {
     fn the_note_on_an_unsent_message_starts_a_sentence_of_its_own() {
         let summary = |outcome: Outcome| {
             ChatEnd::new("k-4", &outcome, None)
-                .unsent(Some("hi"), true)
+                .unsent(Some("hi"), None)
                 .summary
         };
         assert_eq!(
@@ -413,7 +431,8 @@ mod tests {
     /// does not say the message was not sent.
     #[test]
     fn a_message_whose_write_had_not_ended_is_not_called_unsent() {
-        let end = ChatEnd::new("k-5", &Outcome::Stopped, None).unsent(Some("hi"), false);
+        let end = ChatEnd::new("k-5", &Outcome::Stopped, None)
+            .unsent(Some("hi"), Some(Doubt::WriteUnfinished));
         let html = end.render().unwrap();
         assert!(!html.contains("not sent"), "{html}");
         assert!(html.contains("may not be stored"), "{html}");

@@ -30,7 +30,7 @@ use super::form::FormFields;
 use super::request::{existing, wants_fragment};
 use crate::chat::{AnswerError, Chats, Frame, Outcome, StartError, Turn};
 use crate::claims::Work;
-use crate::html::chat::{ChatEnd, ChatForm, ChatFrame, ChatLive};
+use crate::html::chat::{ChatEnd, ChatForm, ChatFrame, ChatLive, Doubt};
 use crate::html::transcript::Messages;
 use crate::html::{PageError, render};
 use crate::state::AppState;
@@ -226,11 +226,17 @@ impl Watcher {
         };
         let history = stored.as_ref().map(|(history, _)| history.as_slice());
         let unsent = self.turn.message_unsent(outcome, history);
+        // Not found stored is not "not sent" when a write may land yet, or when the
+        // session the turn read (and so may have written to) cannot be read now.
+        let doubt = if self.turn.unsettled() {
+            Some(Doubt::WriteUnfinished)
+        } else if history.is_none() && self.turn.opened_session() {
+            Some(Doubt::Unread)
+        } else {
+            None
+        };
         ChatEnd::new(&self.turn.key, outcome, messages)
-            .unsent(
-                unsent.then_some(self.turn.message.as_str()),
-                !self.turn.unsettled(),
-            )
+            .unsent(unsent.then_some(self.turn.message.as_str()), doubt)
             .render()
             .unwrap_or_default()
     }
