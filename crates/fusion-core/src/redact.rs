@@ -129,8 +129,11 @@ fn names_a_file(url: &str) -> bool {
 ///
 /// A URL written without `://` (`redis:u:p@h`, `//u:p@h`) has none to find: after a `,`,
 /// a `;` or whitespace in the path (which joins two URLs in one argument), a piece
-/// holding an `@` starts another URL too, whose credentials end at that `@`. An `@` with
-/// no such separator before it is the path's (`file:///srv/a@b/x`).
+/// holding an `@` starts another URL too, whose credentials end at that `@`, when what
+/// comes before its first `@` reads as credentials: it holds a `:` (`redis:u:p`) or starts
+/// with `//` (`//token`). An `@` with no such separator before it is the path's
+/// (`file:///srv/a@b/x`), and so is one after a space in a folder's name that reads as no
+/// credentials (`sqlite:///Users/J Doe/node_modules/@app/x.db`).
 ///
 /// Only a `://` in the path counts: see [`url_in_query`] for one past it.
 fn url_in_path(url: &str) -> Option<usize> {
@@ -144,9 +147,16 @@ fn url_in_path(url: &str) -> Option<usize> {
     // The scheme's colon ends the run, so the URL before it is never empty.
     let scheme_start =
         (path.find("://")).map(|at| scheme_start(url, after_scheme + at).max(after_scheme));
+    let credentials = |piece: &str| {
+        piece
+            .split_once('@')
+            .is_some_and(|(before, _)| before.contains(':') || before.starts_with("//"))
+    };
     let piece_start = path
         .char_indices()
-        .find(|&(at, c)| (matches!(c, ',' | ';') || c.is_whitespace()) && path[at..].contains('@'))
+        .find(|&(at, c)| {
+            (matches!(c, ',' | ';') || c.is_whitespace()) && credentials(&path[at + c.len_utf8()..])
+        })
         .map(|(at, c)| after_scheme + at + c.len_utf8());
     match (scheme_start, piece_start) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -165,16 +175,19 @@ fn scheme_start(text: &str, at: usize) -> usize {
 }
 
 /// Where another URL starts in `url`, a URL not naming a file, whose first `://` ends a
-/// scheme with an `@` before it (`redis:u:p@h,https://v:q@g`, `//u:p@h,https://v:q@g`:
-/// two URLs in one argument, the first written without `://`): at that scheme. Read as
-/// one URL, everything before its `://` would be shown as its scheme is, the first one's
-/// password too.
+/// scheme with an `@` and then a `,`, a `;` or whitespace before it
+/// (`redis:u:p@h,https://v:q@g`, `//u:p@h,https://v:q@g`: two URLs in one argument, the
+/// first written without `://`): at that scheme. Read as one URL, everything before its
+/// `://` would be shown as its scheme is, the first one's password too. Without such a
+/// separator right before the scheme, the `://` is a password's (`redis:u:p@ss://x@h`),
+/// read by [`redact_userinfo`].
 fn url_after_credentials(url: &str) -> Option<usize> {
     if names_a_file(url) {
         return None;
     }
     let start = scheme_start(url, url.find("://")?);
-    (start > 0 && url[..start].contains('@')).then_some(start)
+    let joined = url[..start].ends_with(|c: char| matches!(c, ',' | ';') || c.is_whitespace());
+    (joined && url[..start].contains('@')).then_some(start)
 }
 
 /// Where the piece of the query or fragment of `url`, a URL naming a file, that holds a
@@ -205,7 +218,12 @@ fn redact_userinfo(url: &str) -> (String, &str) {
         return (String::new(), url);
     }
     let head_end = url.find(['?', '#']).unwrap_or(url.len());
-    let scheme_end = url[..head_end].find("://").map_or(0, |i| i + 3);
+    // A `://` with a `:` before its scheme is a password's, in a URL written without one
+    // (`redis:u:pa://ss@h`, `//u:pa://ss@h`): read as the scheme's, the password's part
+    // before it would be shown as a scheme. Then the credentials start the text.
+    let scheme_end = (url[..head_end].find("://"))
+        .filter(|&at| !url[..scheme_start(url, at)].contains(':'))
+        .map_or(0, |i| i + 3);
     let Some(at) = credentials_end(url, scheme_end, head_end) else {
         return (url[..scheme_end].to_string(), &url[scheme_end..]);
     };
@@ -713,7 +731,9 @@ mod tests {
             state ^= state << 17;
             parts[(state % parts.len() as u64) as usize]
         };
-        let secret_parts = ["Q", "Ŝ", "QŜ", "@", "/", "?", "#", ":", "&", "=", "%40"];
+        let secret_parts = [
+            "Q", "Ŝ", "QŜ", "@", "/", "?", "#", ":", "&", "=", "%40", "%", ",", ";", " ", "://",
+        ];
         for _ in 0..20_000 {
             let mut url = pick(&[
                 "redis://",
@@ -763,6 +783,9 @@ mod tests {
                     "sqlite:a.db?mode=",
                     "file:/x?",
                     "redis:u:Q@h,",
+                    "redis:u:Q://Q@h,",
+                    "//u:Q@Q://Q@h;",
+                    "sqlite:///J Doe/@x.db,//u:Q@h ",
                 ])
             );
             let shown = redact_url(&after);
@@ -796,6 +819,49 @@ mod tests {
         for (url, want) in cases {
             assert_eq!(redact_url(url), want, "{url}");
         }
+    }
+
+    #[test]
+    fn a_password_holding_a_scheme_in_a_url_written_without_one_is_hidden_whole() {
+        // Found by a second review: the `://` in the password of a URL written without one was
+        // read as the end of a scheme, so the password's part before it was shown as one
+        // (`redis:u:s3://***@h`); with an `@` before it too, as two URLs
+        // (`redis:***@s3://***@h`).
+        let cases = [
+            ("redis:u:s3://s3@h", "redis:***@h"),
+            ("//u:s3://s3@h/0", "//u:***@h/0"),
+            ("redis:u:s3@s3://s3@h", "redis:***@h"),
+            ("file:/x,u:s3://s3@h", "file:/x,u:***@h"),
+            ("file:/x,//u:s3@s3://s3@h", "file:/x,//u:***@h"),
+            ("redis:u:s3://s3@h,https://v:s3@g", "redis:***@g"),
+        ];
+        for (url, want) in cases {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+        // A `://` with no `:` before its scheme is a scheme's, as before.
+        for (url, want) in [
+            ("--db=postgres://u:s3@h/db", "--db=postgres://u:***@h/db"),
+            ("redis:u:s3@h https://g", "redis:***@h https://g"),
+        ] {
+            assert_eq!(redact_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn a_folder_name_with_a_space_before_an_at_is_shown_as_a_path() {
+        // Found by a second review: after whitespace in a file's path, a piece holding an `@`
+        // was read as a URL's credentials (`sqlite:///Users/J ***@app/x.db`).
+        for url in [
+            "sqlite:///Users/J Doe/node_modules/@app/x.db",
+            "file:///C:/Program Files/@scope/pkg",
+            "file:/a b,c/@x",
+        ] {
+            assert_eq!(redact_url(url), url);
+        }
+        assert_eq!(
+            redact_url("sqlite:///J Doe/@x.db,//u:s3@h"),
+            "sqlite:///J Doe/@x.db,//u:***@h"
+        );
     }
 
     #[test]

@@ -141,9 +141,11 @@ fn redact_word(word: &str) -> (String, Expecting) {
         return if value.is_empty() {
             (word.to_string(), Expecting::Secret)
         } else {
+            // An authorization scheme as the value (`authorization:Bearer TOKEN`): the
+            // credential is the next word.
             (
                 format!("{}***", &word[..word.len() - value.len()]),
-                Expecting::Anything,
+                Expecting::after_hidden(value),
             )
         };
     }
@@ -249,6 +251,12 @@ mod tests {
             ("password=s3cret;dsn=redis://h/0", "password=***"),
             ("password=redis://h/0", "password=***"),
             ("url=redis://u:p@h/0", "url=redis://u:***@h/0"),
+            // The scheme joined to the name: the credential after it was shown.
+            ("authorization:Bearer s3cret", "authorization:*** ***"),
+            (
+                "\"Authorization\":\"Basic s3cret\"",
+                "\"Authorization\":*** ***",
+            ),
         ];
         for (said, shown) in cases {
             assert_eq!(redact_text(said), shown, "{said}");
