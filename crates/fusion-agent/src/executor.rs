@@ -249,10 +249,19 @@ impl ToolExecutor {
     /// JSON string for a tool whose schema is one string ([`takes_one_string`]). Any
     /// other input is returned as it is: JSON, text that begins like an object or array
     /// or by naming a property (`path="notes.txt"`: JSON the model got wrong, never a
-    /// value), or text for a tool without such a property, which [`execute`](Self::execute) refuses as not JSON, showing the schema.
+    /// value), or text for a tool without such a property, which
+    /// [`execute`](Self::execute) refuses as not JSON, showing the schema. A number or
+    /// boolean written bare (`42`, `true`) is text as `notes.txt` is, given as written
+    /// (`42` as `"42"`), unless the schema takes it as it is.
     pub(crate) fn react_arguments(&self, tool: &str, input: String) -> String {
+        let mut scalar = None;
         let text = match serde_json::from_str::<Value>(&input) {
             Ok(Value::String(text)) if object_encoded_twice(&input).is_none() => text,
+            // `007` is no JSON, so bare text for the tool's string; `7` no less so.
+            Ok(value @ (Value::Number(_) | Value::Bool(_))) => {
+                scalar = Some(value);
+                input.trim().to_owned()
+            }
             Ok(_) => return input,
             Err(_) if input.trim_start().starts_with(['{', '[']) => return input,
             Err(_) => input.clone(),
@@ -264,6 +273,9 @@ impl ToolExecutor {
         let Ok(schema) = std::panic::catch_unwind(AssertUnwindSafe(|| tool.parameters())) else {
             return input;
         };
+        if scalar.is_some_and(|mut value| check_and_fit_arguments(&schema, &mut value).is_ok()) {
+            return input;
+        }
         match bare_text_property(&schema, &text) {
             Some(name) => serde_json::json!({ name: text }).to_string(),
             None if takes_one_string(&schema) => Value::String(text).to_string(),
@@ -642,9 +654,60 @@ mod tests {
             executor.react_arguments("probe", "ok".to_owned()),
             r#"{"mode":"ok"}"#
         );
-        for kept in ["{\"mode\": ok", "3", "[1"] {
+        for kept in ["{\"mode\": ok", "[1"] {
             assert_eq!(executor.react_arguments("say", kept.to_owned()), kept);
         }
+    }
+
+    /// Takes one string or number as its arguments.
+    struct Count;
+
+    #[async_trait]
+    impl Tool for Count {
+        fn name(&self) -> &str {
+            "count"
+        }
+        fn description(&self) -> &str {
+            "counts"
+        }
+        fn parameters(&self) -> Value {
+            json!({"type": ["string", "number"]})
+        }
+        async fn call(&self, args: Value) -> Result<String> {
+            Ok(args.to_string())
+        }
+    }
+
+    /// Found by a second review of 9755ece: a bare `Action Input: 42` (or `true`) for a
+    /// tool's string was refused as a number, where `042`, no JSON, was the string: text
+    /// in ReAct mode either way, and a string can only be meant. It is given as written;
+    /// a schema that takes the value as it is gets it so.
+    #[tokio::test]
+    async fn a_bare_number_is_the_text_a_string_takes() {
+        let executor = ToolExecutor::new(
+            ToolRegistry::new().with(Say).with(Probe).with(Count),
+            ExecutorConfig::default(),
+        );
+        for (tool, input, sent) in [
+            ("say", "42", r#""42""#),
+            ("say", " -1.50e3 ", r#""-1.50e3""#),
+            ("probe", "7", r#"{"mode":"7"}"#),
+            ("probe", "true", r#"{"mode":"true"}"#),
+            ("count", "42", "42"),
+            ("say", "null", "null"),
+        ] {
+            let arguments = executor.react_arguments(tool, input.to_owned());
+            assert_eq!(arguments, sent, "{tool} {input}");
+        }
+        let said = executor.react_arguments("say", "42".to_owned());
+        let outcome = executor.execute(&ToolCall::new("1", "say", said)).await;
+        assert!(outcome.success, "{}", outcome.output);
+        assert_eq!(outcome.output, "42");
+        let counted = executor.react_arguments("count", "42".to_owned());
+        let outcome = executor
+            .execute(&ToolCall::new("2", "count", counted))
+            .await;
+        assert_eq!(outcome.output, "42");
     }
 
     /// Found by a review of 9755ece: an object written wrong (`tool(path="a")` gives
