@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::error::{self, Context, Failure};
 use super::sse::{InvalidUtf8, SseEvent, SseParser};
-use super::wire::{self, WireChunk, WireToolCallDelta};
+use super::wire::{self, PieceIndex, WireChunk, WireToolCallDelta};
 use crate::llm::{ChatDelta, ChatResponse, Usage};
 
 mod slots;
@@ -281,11 +281,12 @@ struct Assembler {
     /// Calls by their slot, which orders them in the reply: the streamed `index`, unless
     /// that was taken (see `slots`).
     calls: BTreeMap<usize, PartialCall>,
-    /// The slot the pieces of each streamed `index` go to. Usually the index itself; but
+    /// The slot the pieces of each streamed `index` go to. Usually the index itself (an
+    /// index that is no number the next free slot when first seen); but
     /// a piece bringing a new id to an index whose call has another one starts a new call
     /// in the next free slot, and the later pieces of that index go there (Ollama numbers
     /// every parallel call 0).
-    slots: HashMap<usize, usize>,
+    slots: HashMap<PieceIndex, usize>,
     /// The slot of the call the last piece went to, for servers that omit `index`.
     last_call: Option<usize>,
     usage: Option<Usage>,
@@ -332,7 +333,10 @@ impl Assembler {
             .choices
             .unwrap_or_default()
             .into_iter()
-            .find(|choice| choice.index.unwrap_or(0) == 0);
+            .find(|choice| match &choice.index {
+                Some(PieceIndex::Number(index)) => *index == 0,
+                _ => true,
+            });
         let Some(choice) = choice else { return false };
         if let Some(reason) = choice.finish_reason {
             self.finish_reason = Some(reason);
@@ -368,6 +372,7 @@ impl Assembler {
         // fresh one): matched as given, every piece bringing it would be another call.
         let id = piece.id.filter(|id| !id.trim().is_empty());
         let fragment = arguments.and_then(wire::arguments_text);
+        let indexed = piece.index.is_some();
         let (index, name) = match piece.index {
             Some(index) => (self.slot_of(index, id.as_deref(), name.is_some()), name),
             None => {
@@ -405,7 +410,7 @@ impl Assembler {
             // A server that sent the name after the first piece: keep it for the reply.
             self.size += name.len();
             call.name = name;
-        } else if piece.index.is_none() && name.is_some_and(|name| name == call.name) {
+        } else if !indexed && name.is_some_and(|name| name == call.name) {
             call.named_again = true;
         }
         if let Some(fragment) = fragment {
@@ -900,6 +905,49 @@ mod tests {
             calls,
             [("7", "read_file", r#"{"path":"a"}"#), ("c2", "5", "{}")]
         );
+    }
+
+    /// Found by a second review of e6bbd2e: a call piece's `index` of another type read as
+    /// missing, so interleaved calls whose later pieces carry neither id nor name ran
+    /// together: every piece went to the last call started, which ran with both calls'
+    /// arguments joined (`{"path":"ab"}`), the other with none. A whole number as a string
+    /// is that number; any other value still keeps its call's pieces together.
+    #[tokio::test]
+    async fn calls_interleaved_under_odd_indexes_stay_apart() {
+        let piece = |index: serde_json::Value, first: Option<&str>, arguments: &str| {
+            let mut piece =
+                serde_json::json!({"index": index, "function": {"arguments": arguments}});
+            if let Some(id) = first {
+                piece["id"] = id.into();
+                piece["function"]["name"] = "read_file".into();
+            }
+            delta(serde_json::json!({"tool_calls": [piece]}))
+        };
+        for (a, b) in [
+            (serde_json::json!("0"), serde_json::json!("1")),
+            (serde_json::json!(-1), serde_json::json!(-2)),
+            (serde_json::json!("a"), serde_json::json!({"n": 2})),
+        ] {
+            let (deltas, failure) = read_text(&sse(&[
+                piece(a.clone(), Some("c1"), ""),
+                piece(b.clone(), Some("c2"), ""),
+                piece(a.clone(), None, "{\"path\":\"a"),
+                piece(b.clone(), None, "{\"path\":\"b"),
+                piece(a.clone(), None, "\"}"),
+                piece(b.clone(), None, "\"}"),
+                finish("tool_calls"),
+            ]))
+            .await;
+            assert_eq!(failure, None);
+            assert_eq!(
+                done(&deltas).message.tool_calls,
+                vec![
+                    ToolCall::new("c1", "read_file", r#"{"path":"a"}"#),
+                    ToolCall::new("c2", "read_file", r#"{"path":"b"}"#),
+                ],
+                "{a} {b}"
+            );
+        }
     }
 
     /// Found by a review of fc58f90: a blank id (`" "`) on every piece of one call gave

@@ -77,8 +77,7 @@ pub(super) struct WireUsage {
 /// A field as `T` if it reads as one, else as missing: a reply the model finished is not
 /// thrown away, its text and calls with it, for a field of another type than expected
 /// (`usage` that is no object, a token count that is negative or past `u32`, a
-/// `finish_reason` or `refusal` that is no string, a call's `index` that is no whole
-/// number, which is then placed as one without an index).
+/// `finish_reason` or `refusal` that is no string).
 fn lenient<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(
     deserializer: D,
 ) -> Result<Option<T>, D::Error> {
@@ -229,11 +228,12 @@ pub(super) struct WireChunk {
     pub error: Option<Value>,
 }
 
-/// One choice of a chunk; Fusion asks for one, so only `index` 0 (or none) counts.
+/// One choice of a chunk; Fusion asks for one, so only `index` 0 (or none, or one that
+/// is no number) counts.
 #[derive(Deserialize)]
 pub(super) struct WireChunkChoice {
-    #[serde(default, deserialize_with = "lenient")]
-    pub index: Option<u32>,
+    #[serde(default, deserialize_with = "piece_index")]
+    pub index: Option<PieceIndex>,
     #[serde(default)]
     pub delta: Option<WireDelta>,
     #[serde(default, deserialize_with = "lenient")]
@@ -278,12 +278,40 @@ impl WireDelta {
 /// the first piece, the arguments in many.
 #[derive(Deserialize)]
 pub(super) struct WireToolCallDelta {
-    #[serde(default, deserialize_with = "lenient")]
-    pub index: Option<usize>,
+    #[serde(default, deserialize_with = "piece_index")]
+    pub index: Option<PieceIndex>,
     #[serde(default, deserialize_with = "lenient_text")]
     pub id: Option<String>,
     #[serde(default)]
     pub function: Option<WireFunctionDelta>,
+}
+
+/// A streamed `index`: which call (or choice) a piece is of. A whole number, or a string
+/// of one (`"1"`: a server that sends numbers as text), is that number. Any other value
+/// (`-1`, `"a"`, an object) still tells the pieces of one call from another's, the same
+/// value on each, so it is kept as its JSON text: read as missing, pieces with no id or
+/// name would go to the last call started, running one call with two calls' arguments
+/// joined and the other without its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum PieceIndex {
+    /// A whole number, as servers send it.
+    Number(usize),
+    /// Any other value, as JSON text.
+    Other(String),
+}
+
+/// A [`PieceIndex`]; `null` or missing is none.
+fn piece_index<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PieceIndex>, D::Error> {
+    Ok(Option::<Value>::deserialize(deserializer)?.map(|value| {
+        let number = match &value {
+            Value::Number(number) => number.as_u64().and_then(|n| usize::try_from(n).ok()),
+            Value::String(text) => text.trim().parse().ok(),
+            _ => None,
+        };
+        number.map_or_else(|| PieceIndex::Other(value.to_string()), PieceIndex::Number)
+    }))
 }
 
 /// The function part of a tool-call piece.
@@ -451,13 +479,13 @@ mod tests {
         .unwrap();
         let choice = &chunk.choices.unwrap()[0];
         assert_eq!(
-            (choice.index, choice.finish_reason.as_deref()),
-            (None, None)
+            (&choice.index, choice.finish_reason.as_deref()),
+            (&Some(PieceIndex::Number(0)), None)
         );
         let delta = choice.delta.as_ref().unwrap();
         assert_eq!(delta.refusal, None);
         let piece = &delta.tool_calls.as_ref().unwrap()[0];
-        assert_eq!(piece.index, None);
+        assert_eq!(piece.index, Some(PieceIndex::Other("-1".to_owned())));
         assert_eq!(piece.function.as_ref().unwrap().name.as_deref(), Some("3"));
     }
 

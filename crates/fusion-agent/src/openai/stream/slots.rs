@@ -1,7 +1,7 @@
 //! Which call of the reply so far each streamed tool-call piece belongs to: by its
 //! `index`, or, for servers that leave it out, by its id and name.
 
-use super::{Assembler, PartialCall};
+use super::{Assembler, PartialCall, PieceIndex};
 
 impl Assembler {
     /// The slot a piece streamed at `index` (bringing `id`, if any, and a name if
@@ -12,12 +12,13 @@ impl Assembler {
     /// A piece with another id but no name continues the call: some servers send a fresh
     /// id with every piece of one call (Poolside, mlx-openai-server), and every call
     /// starts with its name.
-    pub(super) fn slot_of(&mut self, index: usize, id: Option<&str>, named: bool) -> usize {
-        let slot = match self.slots.get(&index) {
-            Some(&slot) => slot,
-            // First sight of this index: its own slot, unless a call moved there.
-            None if self.calls.contains_key(&index) => self.next_slot(),
-            None => index,
+    pub(super) fn slot_of(&mut self, index: PieceIndex, id: Option<&str>, named: bool) -> usize {
+        let slot = match (self.slots.get(&index), &index) {
+            (Some(&slot), _) => slot,
+            // First sight of this index: its own slot, unless a call moved there (or it is
+            // no number, which keeps its pieces together but orders nothing).
+            (None, PieceIndex::Number(own)) if !self.calls.contains_key(own) => *own,
+            (None, _) => self.next_slot(),
         };
         let another = named
             && id.is_some_and(|id| {
