@@ -9,9 +9,18 @@ use rand::{Rng, SeedableRng};
 
 use super::policy::ContextPolicy;
 use super::tokens::TokenCounter;
-use super::window::apply_policy;
 use super::*;
 use crate::react_text::render_observation;
+
+/// [`super::window::apply_policy`] without a session noting its warning.
+fn apply_policy<'a>(
+    history: &'a [ChatMessage],
+    policy: &ContextPolicy,
+    counter: &dyn TokenCounter,
+    other_tokens: usize,
+) -> Vec<Cow<'a, ChatMessage>> {
+    super::window::apply_policy(history, policy, counter, other_tokens, None)
+}
 
 fn call(id: &str) -> ToolCall {
     ToolCall::new(id, "read_file", format!(r#"{{"path":"{id}.txt"}}"#))
@@ -153,10 +162,12 @@ fn the_token_budget_counts_the_text_react_prompt() {
 /// Found by a review of 277d6a8: tools that alone exceed the budget (a budget set below
 /// the window by the tools' size, as once documented, counts them twice) left every request
 /// the latest turn alone, silently. The latest question is still sent, and a warning says
-/// why the rest is not.
+/// why the rest is not. Found by the next review: a session said so at every request (a
+/// turn sends one per step); it says it once, and again only after a request that fitted.
 #[test]
 fn tools_that_alone_exceed_the_budget_keep_the_latest_turn_and_say_so() {
     use fusion_core::testkit::logs::Logs;
+    use std::sync::atomic::AtomicBool;
 
     let history = conversation(3);
     let tools = [crate::llm::ToolDefinition {
@@ -165,36 +176,31 @@ fn tools_that_alone_exceed_the_budget_keep_the_latest_turn_and_say_so() {
         parameters: serde_json::json!({"type": "object"}),
     }];
     let budget = count_tools(&EstimateCounter, &tools) - 1;
-    let logs = Logs::new();
-    let view = tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
-        request_view_with_tools(
-            &history,
-            &policy(None, Some(budget)),
-            &EstimateCounter,
-            None,
-            &tools,
-        )
-    });
-    assert_eq!(contents(&view)[..2], ["sys", "question 2"]);
-    assert_eq!(view.last().unwrap().content, "answer 2");
-    let logged = logs.text();
-    assert!(
-        logged.contains("only the latest turn is sent")
-            && logged.contains(&format!("budget={budget}")),
-        "{logged}"
-    );
-    // A budget that holds the tools says nothing.
-    let logs = Logs::new();
-    tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
-        request_view_with_tools(
-            &history,
-            &policy(None, Some(budget * 2)),
-            &EstimateCounter,
-            None,
-            &tools,
-        )
-    });
-    assert_eq!(logs.text(), "");
+    let view = |budget: usize, warned: Option<&AtomicBool>| {
+        let p = policy(None, Some(budget));
+        request_view_with_tools(&history, &p, &EstimateCounter, None, &tools, warned)
+    };
+    // How many warnings the views at `budgets` log, noted in `warned` if some.
+    let warnings = |budgets: &[usize], warned: Option<&AtomicBool>| {
+        let logs = Logs::new();
+        tracing::subscriber::with_default(logs.subscriber(tracing::Level::WARN), || {
+            for &budget in budgets {
+                view(budget, warned);
+            }
+        });
+        let logged = logs.text();
+        assert!(logged.is_empty() || logged.contains(&format!("budget={budget}")));
+        logged.matches("only the latest turn is sent").count()
+    };
+    let short = view(budget, None);
+    assert_eq!(contents(&short)[..2], ["sys", "question 2"]);
+    assert_eq!(short.last().unwrap().content, "answer 2");
+    assert_eq!(warnings(&[budget, budget, budget], None), 3);
+    let session = AtomicBool::new(false);
+    assert_eq!(warnings(&[budget, budget, budget], Some(&session)), 1);
+    // A budget that holds the tools says nothing, and a later short one is said again.
+    assert_eq!(warnings(&[budget * 2], Some(&session)), 0);
+    assert_eq!(warnings(&[budget, budget], Some(&session)), 1);
 }
 
 #[test]

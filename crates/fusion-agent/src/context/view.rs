@@ -30,6 +30,7 @@
 
 use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 use fusion_core::{ChatMessage, Role, ToolCall};
 
@@ -62,7 +63,9 @@ pub const LATE_RESULT_METADATA_KEY: &str = "fusion_result_of_cancelled_turn";
 /// OpenAI-compatible servers reject a call without one. With `react_prompt` (text ReAct
 /// mode) the prompt is appended to the system message (or sent as one, if there is none),
 /// and native tool messages, from a session that once used native tools, are rewritten
-/// in the text format; a token budget counts the prompt as part of the request.
+/// in the text format; a token budget counts the prompt as part of the request. A budget
+/// that holds no more than the latest turn is logged as a warning at each call (a
+/// session's [`request_view`](crate::AgentSession::request_view) says it once).
 ///
 /// Cost: one pass over the history's roles and metadata, token counts only for the
 /// messages a budget keeps, and a copy only of the messages it changes.
@@ -72,18 +75,20 @@ pub fn request_view<'a>(
     counter: &dyn TokenCounter,
     react_prompt: Option<&str>,
 ) -> Vec<Cow<'a, ChatMessage>> {
-    request_view_with_tools(history, policy, counter, react_prompt, &[])
+    request_view_with_tools(history, policy, counter, react_prompt, &[], None)
 }
 
 /// [`request_view`] for a request that also offers `tools` as native tools: a token
 /// budget counts them ([`count_tools`]) as it counts the text ReAct prompt, so that it
-/// holds for the whole request.
+/// holds for the whole request. `warned` notes a warning that the budget holds no more
+/// than the latest turn, so that a session logs it once (see `apply_policy`).
 pub(crate) fn request_view_with_tools<'a>(
     history: &'a [ChatMessage],
     policy: &ContextPolicy,
     counter: &dyn TokenCounter,
     react_prompt: Option<&str>,
     tools: &[ToolDefinition],
+    warned: Option<&AtomicBool>,
 ) -> Vec<Cow<'a, ChatMessage>> {
     // Counted only for a budget: they cost a tokenization of every schema per request.
     let other_tokens = if policy.max_tokens.is_some() {
@@ -92,7 +97,7 @@ pub(crate) fn request_view_with_tools<'a>(
         0
     };
     make_sendable(
-        apply_policy(history, policy, counter, other_tokens),
+        apply_policy(history, policy, counter, other_tokens, warned),
         react_prompt,
     )
 }

@@ -2,6 +2,7 @@
 //! the step of building a [view](super::request_view) that depends on the policy.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use fusion_core::ChatMessage;
 use tracing::warn;
@@ -28,6 +29,11 @@ use super::tokens::{REPLY_PRIMING_TOKENS, TokenCounter};
 /// always kept, even when they alone exceed a limit: without them the model cannot
 /// continue the turn.
 ///
+/// A budget smaller than what every request carries besides the conversation (its tools,
+/// system prompt and summary) leaves the latest turn alone, and is logged as a warning:
+/// once while it lasts when `warned` notes it (a session's, whose turn sends a request
+/// per step), for every call without.
+///
 /// Messages the policy does not change are borrowed. Cost: one pass over the history's
 /// roles and metadata, plus token counts for the messages kept (never for the whole
 /// history), so a budget stays cheap however long the conversation grows.
@@ -36,6 +42,7 @@ pub(crate) fn apply_policy<'a>(
     policy: &ContextPolicy,
     counter: &dyn TokenCounter,
     other_tokens: usize,
+    warned: Option<&AtomicBool>,
 ) -> Vec<Cow<'a, ChatMessage>> {
     let layout = Layout::new(history);
     let head = layout.head();
@@ -56,7 +63,11 @@ pub(crate) fn apply_policy<'a>(
     };
     let head_tokens = tokens_of(head.as_slice());
     let mut tokens = REPLY_PRIMING_TOKENS + other_tokens + head_tokens;
-    if let Some(budget) = budget.filter(|&budget| tokens > budget) {
+    let short = budget.filter(|&budget| tokens > budget);
+    // Noted so that a session says it once, not at each request (one per step of every
+    // turn), and again should it recur after a request that fitted.
+    let said = warned.is_some_and(|warned| warned.swap(short.is_some(), Ordering::Relaxed));
+    if let Some(budget) = short.filter(|_| !said) {
         // Every request of the session then carries the latest turn alone, the model
         // forgetting the rest: said, not done silently (a budget set below the window by
         // the tools' size, as it was once documented, counts them twice).

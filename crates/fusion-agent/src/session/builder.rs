@@ -388,6 +388,7 @@ impl SessionBuilder {
             request_cache: RequestCache::new(),
             finished_calls: None,
             auto_summary_retry_at: None,
+            budget_warned: Default::default(),
         })
     }
 }

@@ -331,6 +331,7 @@ impl AgentSession {
             finished_calls: None,
             // The same history: a summary that could not be made of it still cannot.
             auto_summary_retry_at: self.auto_summary_retry_at,
+            budget_warned: Default::default(),
         })
     }
 

@@ -52,6 +52,7 @@ use store::Unread;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use fusion_core::{
     ChatMessage, ConversationStorage, MetaUpdate, Result, Revision, Role, SessionId, SessionInfo,
@@ -138,6 +139,9 @@ pub struct AgentSession {
     /// After an automatic summary failed in a way retrying cannot help: how many messages
     /// the conversation must hold before the next is tried (see `auto_summary`).
     auto_summary_retry_at: Option<usize>,
+    /// Whether the last request's token budget held no more than the latest turn, warned
+    /// of then: a session says it once while it lasts, not at every request.
+    budget_warned: AtomicBool,
 }
 
 /// Results of some of the calls of one stored reply, not stored yet.
@@ -367,6 +371,7 @@ impl AgentSession {
                 self.token_counter.as_ref(),
                 react_prompt,
                 native,
+                Some(&self.budget_warned),
             )
         })
     }
