@@ -57,8 +57,11 @@ pub struct PruneSettings {
     /// Tool outputs shorter than this many bytes are kept: a marker would save nothing.
     pub min_tool_output_bytes: usize,
     /// Stop pruning once the visible conversation fits in this many tokens. Without it,
-    /// [`ContextPolicy::max_tokens`] is the target; without either, everything eligible is
-    /// pruned.
+    /// [`ContextPolicy::max_tokens`] is the target, for the whole request as the budget
+    /// counts it: a session's `prune_unimportant_messages` stops once the conversation
+    /// fits the budget less the tools its requests offer (the public
+    /// [`plan_prune`](super::plan_prune) counts the conversation alone). Without either,
+    /// everything eligible is pruned.
     pub target_tokens: Option<usize>,
 }
 

@@ -33,7 +33,8 @@ pub struct PruneReport {
     pub chatter: usize,
     /// Bytes of message text the model no longer sees.
     pub bytes_removed: usize,
-    /// Tokens of the visible conversation (see [`super::visible_tokens`]) before pruning.
+    /// Tokens of the visible conversation (see [`super::visible_tokens`]) before pruning:
+    /// its messages, not the tools a request offers besides them.
     pub tokens_before: usize,
     /// The same after pruning.
     pub tokens_after: usize,
