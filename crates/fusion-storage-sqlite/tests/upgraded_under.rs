@@ -51,7 +51,7 @@ async fn a_call_the_newer_schema_breaks_says_the_schema_changed_under_it() {
             );
             assert!(
                 message.contains("no such table: messages")
-                    && message.contains("a newer Fusion release upgraded it")
+                    && message.contains("a newer Fusion release upgraded its schema")
                     && message.contains("restart this process on that release"),
                 "{url}, {call}: {message}"
             );
@@ -61,4 +61,45 @@ async fn a_call_the_newer_schema_breaks_says_the_schema_changed_under_it() {
     // Opening the file again names the version, as the message says.
     let reopened = SqliteStorage::connect(&file).await.unwrap_err().to_string();
     assert!(reopened.contains("schema version 9999"), "{reopened}");
+}
+
+/// Found by a review: a table dropped or renamed by hand before the storage opened the
+/// file (its migration records untouched, so the open finds the schema current) failed
+/// each call saying the schema changed while the storage had it open, and that opening
+/// the database again names the version: neither is true there, and a restart changed
+/// nothing. The error now says what is missing and both ways it may have gone.
+#[tokio::test]
+async fn a_table_removed_by_hand_before_the_open_is_said_to_be_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let url = format!("sqlite://{}", path.display());
+    let storage = SqliteStorage::connect(&url).await.unwrap();
+    storage.save("s", &[ChatMessage::user("a")]).await.unwrap();
+    storage.close().await;
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(NEWER_MIGRATION[0])
+        .unwrap();
+    // The open reads the migration records only, so it finds the schema current.
+    let storage = SqliteStorage::connect(&url).await.unwrap();
+    let err = storage.load("s").await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(
+            err,
+            Error::Backend {
+                retryable: false,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        message.contains("no such table: messages")
+            && message.contains("is missing from the database")
+            && message.contains("dropped or renamed by hand")
+            && !message.contains("schema changed while this storage had it open"),
+        "{message}"
+    );
+    storage.close().await;
 }

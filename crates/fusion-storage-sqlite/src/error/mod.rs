@@ -340,18 +340,21 @@ fn database_error(code: i64, detail: &str, op: Op<'_>) -> (String, bool) {
         ),
         SQLITE_IOERR => (format!("{op}: I/O error: {detail}"), false),
         SQLITE_NOMEM => (format!("{op}: SQLite ran out of memory: {detail}"), true),
-        // A table or column this build's statements name is gone. The open checked the
-        // schema's version, so it changed since: a newer release's upgrade, made by a
-        // process on that release, or a hand edit; opening it again says which.
+        // A table or column this build's statements name is gone: a newer release's
+        // upgrade, made by a process on that release while this storage was open, or a
+        // hand edit, made then or before the open (which reads the migration records
+        // only). Opening again refuses the first, naming the version, and not the second.
         SQLITE_ERROR
             if detail.starts_with("no such table") || detail.starts_with("no such column") =>
         {
             (
                 format!(
-                    "{op}: {detail} (SQLite code {code}): the database's schema changed while \
-                 this storage had it open: a newer Fusion release upgraded it (restart this \
-                 process on that release; opening the database again names the version), \
-                 or it was changed outside Fusion"
+                    "{op}: {detail} (SQLite code {code}): a table or column this build uses \
+                     is missing from the database: either a newer Fusion release upgraded \
+                     its schema while this storage had it open (restart this process on \
+                     that release; opening the database again then refuses it, naming the \
+                     version), or it was changed outside Fusion (a table or column dropped \
+                     or renamed by hand)"
                 ),
                 false,
             )
