@@ -47,7 +47,7 @@ use crate::session_files::Directory;
 mod skip;
 
 pub(crate) use self::skip::list_dir;
-use self::skip::{is_unread, list_dir_noting, skip_damaged};
+use self::skip::{is_passing, is_unread, list_dir_noting, skip_damaged};
 
 /// The most members an owner or tag may have for its markers to be read whole.
 const MAX_SET: usize = 5000;
@@ -142,36 +142,56 @@ impl Lister<'_> {
     }
 
     /// The index, built first if it does not cover every session yet; `None` if it is
-    /// damaged.
+    /// damaged. An index whose build left out a session for a file that could not be read
+    /// is built again once that file reads (an error that lasts until fixed: a permission,
+    /// a symbolic-link loop), as it would otherwise miss the session for good (its id, and
+    /// where built afresh its line and markers); until then it serves as it is.
     fn snapshot(&self) -> Result<Option<Snapshot>> {
         if let Some(snapshot) = self.at.index.snapshot()? {
-            return Ok((!snapshot.is_damaged()).then_some(snapshot));
-        }
-        let mut unread = false;
-        self.at.index.build(|| self.scan(&mut unread))?;
-        let snapshot = self.at.index.snapshot()?.filter(|s| !s.is_damaged());
-        if unread {
-            // A session left out for a file that could not be read may read again (an
-            // error that passes): an index taken for whole would then miss it for good
-            // (its id, and where built afresh its line and markers). This page uses the
-            // build; the next listing builds the index again, until every session reads.
+            if snapshot.is_damaged() {
+                return Ok(None);
+            }
+            if !self.any_reads_again()? {
+                return Ok(Some(snapshot));
+            }
             self.at.index.invalidate()?;
         }
-        Ok(snapshot)
+        self.at.index.build(|| {
+            let mut unread = Vec::new();
+            let scanned = self.scan(&mut unread)?;
+            self.at.index.note_unread(&unread)?;
+            Ok(scanned)
+        })?;
+        Ok(self.at.index.snapshot()?.filter(|s| !s.is_damaged()))
+    }
+
+    /// Whether a session the index's build left out for a file that could not be read
+    /// reads now (or is gone, or damaged instead): one look at each, no warning.
+    fn any_reads_again(&self) -> Result<bool> {
+        for id in self.at.index.unread()? {
+            let files = self.at.files(&id);
+            match files.stored_info_and_whether_stored() {
+                Err(err) if is_unread(&files, &err) && !is_passing(&err) => {}
+                _ => return Ok(true),
+            }
+        }
+        Ok(false)
     }
 
     /// Every session's place in the journal, restoring its markers (an expired session's
     /// expiry marker included, so that a purge finds it): what a build needs. A copy not
     /// written since its creation is placed as recorded then, so that it supersedes the
-    /// lines of an earlier session of its id even where its own line was lost. Sets
-    /// `unread` if it left a session out for a file that could not be read.
-    fn scan(&self, unread: &mut bool) -> Result<Vec<Scanned>> {
+    /// lines of an earlier session of its id even where its own line was lost. Adds to
+    /// `unread` each session it left out for a file that could not be read.
+    fn scan(&self, unread: &mut Vec<String>) -> Result<Vec<Scanned>> {
         let mut records = Vec::new();
         let mut checked = CheckedDirs::default();
         for id in list_dir_noting(self.at.dir, unread)? {
             let files = self.at.files(&id);
             let found = files.stored_info_and_whether_stored();
-            *unread |= found.as_ref().is_err_and(|err| is_unread(&files, err));
+            if found.as_ref().is_err_and(|err| is_unread(&files, err)) {
+                unread.push(id.clone());
+            }
             let Some((info, stored)) = skip_damaged(&files, found)? else {
                 continue;
             };

@@ -2,6 +2,7 @@
 //! (an I/O error, not damage): the others are listed all the same.
 #![cfg(unix)]
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -142,7 +143,10 @@ async fn a_session_whose_file_cannot_be_read_hides_no_other_in_a_listing() {
 /// the session was still missing from listings by id (its id was in no file the build
 /// wrote), and, where the index was built afresh (removed by hand, or never built), from
 /// every listing (no journal line, no owner marker), until the index was rebuilt by hand.
-/// Such a build now serves its own listing, and the next listing builds the index again.
+/// Such a build now serves its own listing and notes the session; a listing that finds
+/// its file reads again builds the index again, and until then none does (a second
+/// review: the next listing, and every one after, built it again, each reading every
+/// session, while the file stayed unreadable).
 #[tokio::test]
 async fn a_session_left_out_of_an_index_build_is_listed_once_its_file_reads_again() {
     let queries = || {
@@ -171,9 +175,24 @@ async fn a_session_left_out_of_an_index_build_is_listed_once_its_file_reads_agai
                 storage.rebuild_index().await.unwrap();
             }
             let case = format!("{unreadable}, index removed: {index_removed}");
+            // Built once while the file stays unreadable (a build reads every session),
+            // not again by every page of every listing.
+            let ids = dir.join(".fusion-index/ids");
+            let built = || std::fs::metadata(&ids).unwrap().ino();
+            let before = (!index_removed).then(built);
             for query in queries() {
                 assert_eq!(listed(&storage, query).await, ["a"], "{case}");
             }
+            let first = built();
+            assert!(before.is_none_or(|before| before == first), "{case}");
+            for query in queries() {
+                assert_eq!(listed(&storage, query).await, ["a"], "{case}");
+            }
+            assert_eq!(
+                built(),
+                first,
+                "{case}: built again though nothing reads again"
+            );
 
             std::fs::remove_file(&path).unwrap();
             std::fs::write(&path, held).unwrap();

@@ -11,6 +11,7 @@
 //!   ids, ids-log    every id, sorted, and the creations/deletions since (ids.rs): by id
 //!   owner/<owner>/<id>, tag/<hex>/<id>   membership markers (sets.rs): filters
 //!   expiry/<hex>/<hex>/<hex>/<µs>.<id>   expiry markers (expiry.rs): what a purge reads
+//!   unread          the sessions the latest build left out, a file of theirs unreadable
 //! ```
 //!
 //! # Consistency

@@ -9,7 +9,7 @@
 //! reopened). A crash before the renames leaves the old files; after them, the new ones.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use fusion_core::Result;
 
@@ -18,6 +18,10 @@ use super::live::{self, Found};
 use super::state::State;
 use super::{COMPACT_LOCK, IDS, IDS_LOG, Index, JOURNAL, ids, lines, lock, own_dirs};
 use crate::error::IoContext;
+
+/// The sessions the latest build left out for a file that could not be read, one id a
+/// line ([`Index::note_unread`]); absent when it left out none.
+const UNREAD: &str = "unread";
 
 impl Index {
     /// Folds the live journals nobody holds any more into the compacted journal and
@@ -173,6 +177,37 @@ impl Index {
             state.ids_log_len = log_len;
             remove_all(finished.iter().copied())
         })
+    }
+
+    /// Notes `ids`, the sessions a build leaves out because a file of theirs could not be
+    /// read (for a reason that lasts: a permission, a symbolic-link loop), so that a
+    /// listing can tell when one reads again and have the index built again then, rather
+    /// than at every listing (a build reads every session). None removes the note. Called
+    /// from the build's scan, before the build stores its state: no index is built without
+    /// its note, and builds run one at a time (`compact.lock`), the latest one's standing.
+    pub(crate) fn note_unread(&self, ids: &[String]) -> Result<()> {
+        let path = self.root.join(UNREAD);
+        if ids.is_empty() {
+            return match fs::remove_file(&path) {
+                Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+                other => other.at(&path),
+            };
+        }
+        let (temp, _) = self.write_temp(UNREAD, |out| {
+            ids.iter().try_for_each(|id| writeln!(out, "{id}"))
+        })?;
+        fs::rename(&temp, &path).at(&path)
+    }
+
+    /// The sessions the latest build left out for a file that could not be read (see
+    /// [`Self::note_unread`]).
+    pub(crate) fn unread(&self) -> Result<Vec<String>> {
+        let Some(mut file) = self.open_read(UNREAD)? else {
+            return Ok(Vec::new());
+        };
+        let mut text = String::new();
+        file.read_to_string(&mut text).at(&self.root.join(UNREAD))?;
+        Ok(text.lines().map(str::to_string).collect())
     }
 
     /// Marks the index as not built, so that the next listing rebuilds it from the

@@ -24,10 +24,7 @@ pub(super) fn skip_damaged<T>(
     result: Result<Option<T>>,
 ) -> Result<Option<T>> {
     match result {
-        Err(err)
-            if is_unread(files, &err)
-                && matches!(&err, Error::Io { source, .. } if passes(source)) =>
-        {
+        Err(err) if is_unread(files, &err) && is_passing(&err) => {
             Err(passing_error(files.id(), err))
         }
         Err(Error::Corrupt {
@@ -43,7 +40,7 @@ pub(super) fn skip_damaged<T>(
             Ok(None)
         }
         Err(err) if files.is_meta_error(&err) => {
-            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (an index built meanwhile is built again by the next listing)");
+            tracing::warn!(backend = BACKEND, session_id = %files.id(), error = %err, "leaving a session whose metadata file cannot be read out of a listing (an index built meanwhile is built again once it reads)");
             Ok(None)
         }
         other => other,
@@ -54,6 +51,11 @@ pub(super) fn skip_damaged<T>(
 /// [`skip_damaged`]), which may pass, unlike damage.
 pub(super) fn is_unread(files: &SessionFiles, err: &Error) -> bool {
     matches!(err, Error::Io { path, .. } if *path == files.data()) || files.is_meta_error(err)
+}
+
+/// Whether `err` is an [`Error::Io`] that [`passes`].
+pub(super) fn is_passing(err: &Error) -> bool {
+    matches!(err, Error::Io { source, .. } if passes(source))
 }
 
 /// EMFILE and ENFILE (the same numbers on every Unix), ERROR_TOO_MANY_OPEN_FILES.
@@ -106,11 +108,11 @@ fn passing_error(id: &str, err: Error) -> Error {
 /// one whose file cannot be looked at, left out with a warning; a look that failed for
 /// an error that [`passes`] fails the call, retryable).
 pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
-    list_dir_noting(dir, &mut false)
+    list_dir_noting(dir, &mut Vec::new())
 }
 
-/// [`list_dir`], setting `unread` if it left a session out.
-pub(super) fn list_dir_noting(dir: &Path, unread: &mut bool) -> Result<Vec<String>> {
+/// [`list_dir`], adding to `unread` each session it left out.
+pub(super) fn list_dir_noting(dir: &Path, unread: &mut Vec<String>) -> Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         other => other.at(dir)?,
@@ -142,7 +144,7 @@ pub(super) fn list_dir_noting(dir: &Path, unread: &mut bool) -> Result<Vec<Strin
             // this process may not read) is left out with a warning, as a listing leaves
             // out a session whose file cannot be read: it never hides every other.
             Err(err) => {
-                *unread = true;
+                unread.push(id.clone());
                 let path = entry.path();
                 tracing::warn!(backend = BACKEND, session_id = %id, path = %path.display(), error = %err, "leaving a session whose file cannot be read out of a listing");
             }

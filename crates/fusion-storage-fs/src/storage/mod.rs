@@ -181,8 +181,8 @@ impl FileSystemStorage {
     /// (expired ones included, for [`purge_expired`](ConversationStorage::purge_expired)
     /// to find). O(sessions), like the build the first listing of a directory from an
     /// earlier version runs. Other processes may go on reading and writing meanwhile. A
-    /// session whose file cannot be read is left out with a warning, and the index is
-    /// built again by the next listing, until every session reads.
+    /// session whose file cannot be read is left out with a warning, and noted: the first
+    /// listing to find that its file reads again builds the index again.
     pub async fn rebuild_index(&self) -> Result<()> {
         let inner = self.inner.clone();
         blocking(move || {
