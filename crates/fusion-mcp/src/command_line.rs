@@ -24,6 +24,18 @@ pub fn split(line: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The name of the variable `word` sets when it is a shell's `NAME=VALUE` (`GITHUB_TOKEN=…`:
+/// a name of ASCII letters, digits and `_`, not starting with a digit), which a shell reads
+/// before a program as a variable to set for it.
+pub(crate) fn sets_a_variable(word: &str) -> Option<&str> {
+    let (name, _value) = word.split_once('=')?;
+    let mut chars = name.chars();
+    let first = chars.next()?;
+    ((first.is_ascii_alphabetic() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    .then_some(name)
+}
+
 /// Extensions of the programs Windows runs.
 const WINDOWS_PROGRAM_EXTENSIONS: &[&str] = &[".exe", ".com", ".bat", ".cmd"];
 

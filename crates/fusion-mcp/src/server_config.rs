@@ -13,7 +13,7 @@ use crate::environment::InheritEnv;
 
 mod hidden;
 
-use hidden::{file_url_with_at, hidden_pieces, hidden_words, without_url_secrets};
+use hidden::{file_url_with_at, hidden_pieces, hidden_words};
 
 /// How to reach one MCP server.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -31,11 +31,26 @@ impl McpServerConfig {
     /// [`StdioServerConfig`]). A single `http://` or `https://` URL is an HTTP server.
     ///
     /// Fails with [`Error::Config`] on an empty line or an unterminated quote, quoting the
-    /// line as [`StdioServerConfig::display_command`] shows a command.
+    /// line as [`StdioServerConfig::display_command`] shows a command, and on a line that
+    /// starts by setting a variable (`GITHUB_TOKEN=… npx …`, as a shell would read it): no
+    /// shell runs the line, so that word would be the program to start, and a key in it
+    /// the server's name; a server is given a variable in its
+    /// [`env`](StdioServerConfig::env).
     pub fn command_line(line: &str) -> Result<Self> {
         let words = command_line::split(line).map_err(|e| {
             Error::Config(format!("MCP server command `{}`: {e}", shown_unsplit(line)))
         })?;
+        if let [program, args @ ..] = words.as_slice()
+            && let Some(name) = command_line::sets_a_variable(program)
+        {
+            let shown = StdioServerConfig::new(program.as_str()).args(args.iter().cloned());
+            return Err(Error::Config(format!(
+                "MCP server command `{}`: it starts by setting the variable `{name}`, as a \
+                 shell would, but no shell runs it: give the server that variable in its \
+                 `env` instead",
+                shown.display_command(),
+            )));
+        }
         match words.as_slice() {
             [] => Err(Error::Config("MCP server command is empty".to_owned())),
             [url] if is_http_url(url) => Ok(HttpServerConfig::new(url.as_str()).into()),
@@ -236,22 +251,23 @@ impl StdioServerConfig {
     /// (`docker run -e GITHUB_TOKEN=ghp_…`) and of a header a proxy like `mcp-remote` is
     /// given (`--header "Authorization: Bearer TOKEN"`): shown as `***`.
     pub fn display_command(&self) -> String {
-        let words = std::iter::once(&self.command).chain(&self.args);
-        (hidden_words(words).iter().map(|word| shown(word)))
+        (self.hidden_words().iter().map(|word| shown(word)))
             .collect::<Vec<_>>()
             .join(" ")
     }
 
     /// The program alone, for messages that leave its arguments out: shown as
-    /// [`display_command`](Self::display_command) shows it, a URL's secrets hidden.
+    /// [`display_command`](Self::display_command) shows it, its secrets hidden.
     pub(crate) fn display_program(&self) -> String {
-        shown_argument(&self.command)
+        shown(&hidden_words([&self.command])[0])
     }
-}
 
-/// A word of a command line for a message: a URL's secrets hidden, then [`shown`].
-fn shown_argument(word: &str) -> String {
-    shown(&without_url_secrets(word))
+    /// The command and its arguments, their secrets hidden as one line's
+    /// ([`hidden_words`]): what `display_command`, `display_program` and `Debug` show, so
+    /// that none shows what another hides.
+    fn hidden_words(&self) -> Vec<String> {
+        hidden_words(std::iter::once(&self.command).chain(&self.args))
+    }
 }
 
 /// A command line that could not be split into words, for a message: from the
@@ -337,9 +353,10 @@ fn breaks_or_reorders(c: char) -> bool {
 impl fmt::Debug for StdioServerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Values often hold API keys: names only.
+        let words = self.hidden_words();
         f.debug_struct("StdioServerConfig")
-            .field("command", &without_url_secrets(&self.command))
-            .field("args", &hidden_words(&self.args))
+            .field("command", &words[0])
+            .field("args", &&words[1..])
             .field("env", &self.env.keys().collect::<Vec<_>>())
             .field("cwd", &self.cwd)
             .field("inherit_env", &self.inherit_env)
@@ -792,7 +809,7 @@ mod tests {
         ]);
         assert_eq!(
             config.display_command(),
-            "mcp-proxy --headers Authorization *** --header Authorization: *** *** *** \
+            "mcp-proxy --headers Authorization *** --header Authorization: *** *** \
              --headers Accept text/plain https://h/sse"
         );
     }
@@ -809,11 +826,79 @@ mod tests {
             "-v",
             "/run/key:/key",
             "x",
+            // Found by a second review: a letter's option after such a flag was hidden
+            // (`*** 8080`), and so was what comes before the `@` of a word holding `file:`
+            // inside it (`myfile:***@y`).
+            "--enable-auth",
+            "-p",
+            "8080",
+            "myfile:x@y",
+            // A variable given from the environment (no value to hide, and the next word
+            // is not one), a header that holds no secret, a file holding a token (a path,
+            // no secret), the shell's `PWD` (a folder).
+            "-e",
+            "GITHUB_TOKEN",
+            "mcp/github",
+            "--header",
+            "Accept:",
+            "json",
+            "--token-file",
+            "/run/token",
+            "PWD=/srv",
         ];
         let config = StdioServerConfig::new("server").args(args);
         assert_eq!(
             config.display_command(),
             format!("server {}", args.join(" "))
+        );
+    }
+
+    /// Found by a second review: the program (`display_program`, in the errors of a server
+    /// that cannot start, the model's included) and `Debug`'s `command` hid a URL's secrets
+    /// only, so a line starting as a shell's would (`GITHUB_TOKEN=ghp_… npx …`) showed the
+    /// key, and was named after it (every tool name sent to the model prefixed with it).
+    #[test]
+    fn a_variable_set_before_the_program_is_refused_and_shown_hidden() {
+        let err = McpServerConfig::command_line("GITHUB_TOKEN=s3cret npx -y server-github")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`GITHUB_TOKEN=*** npx -y server-github`")
+                && err.contains("`GITHUB_TOKEN`")
+                && err.contains("`env`")
+                && !err.contains("s3cret"),
+            "{err}"
+        );
+        // What only looks so is a program, as before.
+        for line in ["./a=b x", "C:\\tools\\a=b.exe x"] {
+            assert!(McpServerConfig::command_line(line).is_ok(), "{line}");
+        }
+        let config = StdioServerConfig::new("API_KEY=s3cret").args(["--token", "s3cret"]);
+        assert_eq!(config.display_program(), "API_KEY=***");
+        assert_eq!(config.display_command(), "API_KEY=*** --token ***");
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("s3cret") && debug.contains(r#"command: "API_KEY=***""#),
+            "{debug}"
+        );
+    }
+
+    /// Found by a second review: a variable whose name ends in a short word for a secret
+    /// (`DB_PASS`, `MYSQL_PWD`, `GITHUB_PAT`) was shown with its value.
+    #[test]
+    fn a_variable_named_by_a_short_word_for_a_secret_is_shown_hidden() {
+        let config = StdioServerConfig::new("docker").args([
+            "run",
+            "-e",
+            "DB_PASS=s3cret",
+            "--env=MYSQL_PWD=s3cret",
+            "-e",
+            "github.pat=s3cret",
+            "mcp/db",
+        ]);
+        assert_eq!(
+            config.display_command(),
+            "docker run -e DB_PASS=*** --env=MYSQL_PWD=*** -e github.pat=*** mcp/db"
         );
     }
 

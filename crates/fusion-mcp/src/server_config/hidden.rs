@@ -40,12 +40,16 @@ pub(super) fn without_url_secrets(arg: &str) -> Cow<'_, str> {
 /// Where a `file:` or `sqlite:` URL (any case) starts in `text` when an `@` follows it: its
 /// path may be followed by a URL written without `://` (`file:/x,redis:u:p@h`, `file:/x,//u:p@h`),
 /// whose credentials [`fusion_core::redact_url`] hides. Other text with an `@` and no
-/// `://` is no URL (`@scope/pkg@1.2`), shown as it is.
+/// `://` is no URL (`@scope/pkg@1.2`), shown as it is; so is a word merely ending in such
+/// a scheme (`myfile:x@y`): a scheme starts the text or follows a character no scheme
+/// holds (`--db=sqlite:…`).
 pub(super) fn file_url_with_at(text: &str) -> Option<usize> {
     let lower = text.to_ascii_lowercase();
+    let in_scheme = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.');
     ["file:", "sqlite:"]
         .iter()
-        .filter_map(|scheme| lower.find(scheme))
+        .flat_map(|scheme| lower.match_indices(scheme).map(|(at, _)| at))
+        .filter(|&at| !lower[..at].ends_with(in_scheme))
         .min()
         .filter(|&at| text[at..].contains('@'))
 }
@@ -74,7 +78,7 @@ enum Next {
 /// Hides the secrets of a command line's words, one after the other: a URL's password and
 /// query values; the word after an option whose name says it holds a secret (`--token
 /// TOKEN`, as server names read it, [`command_line::names_a_secret`]: `--use-token-cache`
-/// takes none), unless it is a long option itself (`--enable-auth --port 8080`); the
+/// takes none), unless it is an option itself (`--enable-auth --port 8080`, `-p 8080`); the
 /// value after `=` of such an option (`--token=TOKEN`) or of a variable naming a secret
 /// (`GITHUB_TOKEN=ghp_…`, `--env=API_KEY=K`); and the value of a header named
 /// `Authorization` or naming a secret (`X-Api-Key: K`, `--header=Authorization: Bearer T`),
@@ -90,7 +94,7 @@ impl Hider {
     fn hide(&mut self, word: &str) -> String {
         let bare = word.trim_matches(['"', '\'']);
         let next = std::mem::take(&mut self.next);
-        if next == Next::Secret && !bare.starts_with("--") {
+        if next == Next::Secret && !is_option(bare) {
             if AUTH_SCHEMES.contains(&bare.to_ascii_lowercase().as_str()) {
                 self.next = Next::Secret;
             }
@@ -121,6 +125,13 @@ impl Hider {
     }
 }
 
+/// Whether `word` is an option, never a secret's value: a long one (`--port`) or a
+/// letter's (`-p`).
+fn is_option(word: &str) -> bool {
+    let letter = |rest: &str| rest.len() == 1 && rest.bytes().all(|b| b.is_ascii_alphabetic());
+    word.starts_with("--") || word.strip_prefix('-').is_some_and(letter)
+}
+
 /// `word` without the value of a secret option given in it (`--api-key=KEY`), of a
 /// variable naming a secret (`API_KEY=K`, also an option's value: `--env=API_KEY=K`) or
 /// of a secret header (`Authorization: Bearer TOKEN`, `--header=X-Api-Key: KEY`).
@@ -142,16 +153,31 @@ fn without_secret_value(word: &str) -> Cow<'_, str> {
         return format!("{name}=***").into();
     }
     match bare.split_once(':') {
-        Some((name, _)) if secret_header(name) => format!("{name}: ***").into(),
+        // With no value, the value is the next words (`Authorization: Bearer T`), which
+        // the Hider hides: nothing of this word is.
+        Some((name, value)) if secret_header(name) && !value.trim().is_empty() => {
+            format!("{name}: ***").into()
+        }
         _ => word.into(),
     }
 }
 
 /// Whether `name` (no leading `-`) says its value is a secret, as an option's name says it
-/// ([`command_line::names_a_secret`]: `API_KEY`, `X-Api-Key`, `Authorization`).
+/// ([`command_line::names_a_secret`]: `API_KEY`, `X-Api-Key`, `Authorization`), or as a
+/// variable's short names do, by their last part ([`SHORT_SECRET_WORDS`]: `DB_PASS`,
+/// `MYSQL_PWD`, `GITHUB_PAT`; the shell's `PWD`, a folder, is none).
 fn names_a_secret(name: &str) -> bool {
+    let last = name.rsplit(['-', '_', '.']).next().unwrap_or("");
+    let short = (SHORT_SECRET_WORDS.iter()).any(|word| last.eq_ignore_ascii_case(word));
     command_line::names_a_secret(&format!("--{name}"))
+        || (short && !name.eq_ignore_ascii_case("pwd"))
 }
+
+/// Short words that, as the whole last part of a variable's or a header's name, say its
+/// value is a secret (`DB_PASS`, `MYSQL_PWD`, `GITHUB_PAT`). Not an option's: as the end
+/// of a word they are too common (`--bypass`), and an option named so would take the next
+/// word as its value, changing the name servers are given.
+const SHORT_SECRET_WORDS: &[&str] = &["pass", "pwd", "pat"];
 
 /// Whether `name` is a variable's name (`GITHUB_TOKEN`, `api.key`): letters, digits, `_`,
 /// `.` and `-`, not a path or a URL (`/run/key`, `https://h?token`).
