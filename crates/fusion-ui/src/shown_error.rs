@@ -28,13 +28,18 @@ pub(crate) fn shown_error(text: &str) -> String {
 /// `sqlite:/a`) replaced by [`HIDDEN`]. A path starts a word (after a space, a quote or
 /// an opening bracket, or the text's start), so a URL's `//host/db` and a `1/2` are no
 /// path; it runs to the next space, quote or closing bracket, less a full stop or colon
-/// ending a sentence. A Unix path holds a second `/`, so a lone `/` or `/0` is kept.
+/// ending a sentence. A Unix path holds a second `/`, so a lone `/` or `/0` is kept. The
+/// word after an HTTP method is the path of a request (a model server's "Invalid URL
+/// (POST /v1/chat/completions)"), not a file of this server's, and is kept.
 fn hide_paths(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
     let mut at_word_start = true;
     while let Some(c) = rest.chars().next() {
-        if at_word_start && let Some(len) = path_len(rest) {
+        if at_word_start
+            && !follows_http_method(&shown)
+            && let Some(len) = path_len(rest)
+        {
             shown.push_str(HIDDEN);
             rest = &rest[len..];
             at_word_start = false;
@@ -45,6 +50,20 @@ fn hide_paths(text: &str) -> String {
         at_word_start = c.is_whitespace() || "\"'`([{<=,".contains(c);
     }
     shown
+}
+
+/// Whether `shown` ends with an HTTP method as a word of its own and one space, as a
+/// request's line has them (`POST /v1/chat/completions`).
+fn follows_http_method(shown: &str) -> bool {
+    const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+    let Some(before) = shown.strip_suffix(' ') else {
+        return false;
+    };
+    METHODS.iter().any(|method| {
+        before.strip_suffix(method).is_some_and(|start| {
+            !start.ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '/')
+        })
+    })
 }
 
 /// The length of the path `text` starts with, if it starts with one (see [`hide_paths`]).
@@ -89,6 +108,10 @@ mod tests {
                 "the lock file ([a path, hidden]) at [a path, hidden].",
             ),
             ("in ~/fusion/s.jsonl:", "in [a path, hidden]:"),
+            // Only a method, as a word of its own, makes the next word a request's path.
+            ("FORGET /srv/a/b", "FORGET [a path, hidden]"),
+            ("GET\n/srv/a/b", "GET\n[a path, hidden]"),
+            ("api/GET /srv/a/b", "api/GET [a path, hidden]"),
             ("at C:\\Users\\ann\\s.jsonl", "at [a path, hidden]"),
             (
                 "sqlite:///srv/x.db and file:/srv/y",
@@ -108,6 +131,9 @@ mod tests {
             "1/2 of the replicas, and/or a retry",
             "a lone / and /0 and //x",
             "HTTP 400: bad request.",
+            "Server said: Invalid URL (POST /v1/chat/completions)",
+            "GET /api/tags answered 404, then DELETE /api/x",
+            "due 2026/12/08, 1/2 done",
         ] {
             assert_eq!(hide_paths(text), text);
         }
@@ -121,5 +147,11 @@ mod tests {
             "fs: the index [a path, hidden] is damaged (the server's log names the file)"
         );
         assert_eq!(shown_error("plain"), "plain");
+        // A model server's 404 names the request it refused, which is no file of ours.
+        let refused = "LLM error (HTTP 404): http://127.0.0.1:8080/v1/chat/completions was not \
+                       found: check OPENAI_BASE_URL (now http://127.0.0.1:8080/v1; \
+                       OpenAI-compatible APIs usually end in /v1). Server said: Invalid URL \
+                       (POST /v1/chat/completions)";
+        assert_eq!(shown_error(refused), refused);
     }
 }
