@@ -69,8 +69,10 @@ fn is_scheme(text: &str) -> bool {
 /// `memory://`, which names the one process-wide store: any path or option is a mistake.
 fn memory(rest: &str) -> Result<StorageType> {
     let Some(after) = rest.strip_prefix("//") else {
+        // A URL that should have had `//` may hold a password all the same.
         return Err(Error::Config(format!(
-            "storage URL `memory:{rest}` is not memory://, the in-memory store"
+            "storage URL `{}` is not memory://, the in-memory store",
+            redact_url(&format!("memory:{rest}"))
         )));
     };
     if after.is_empty() {
@@ -136,6 +138,9 @@ mod tests {
         let message = refused("memory://?x=1");
         assert!(message.contains("unknown query parameter `x`"), "{message}");
         assert!(refused("memory:foo").contains("is not memory://"));
+        let message = refused("memory:app:s3cret@db");
+        assert!(message.contains("is not memory://"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
         for url in ["memory://foo", "memory://?x=1", "memory:foo"] {
             assert!(!refused(url).contains("unknown storage scheme"), "{url}");
         }
