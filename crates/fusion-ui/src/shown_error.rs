@@ -30,15 +30,17 @@ pub(crate) fn shown_error(text: &str) -> String {
 /// path; it runs to the next space, quote or closing bracket, less a full stop or colon
 /// ending a sentence. A Unix path holds a second `/`, so a lone `/` or `/0` is kept. The
 /// word after an HTTP method is the path of a request (a model server's "Invalid URL
-/// (POST /v1/chat/completions)"), not a file of this server's, and is kept.
+/// (POST /v1/chat/completions)"), not a file of this server's, and is kept, unless it
+/// holds a query or fragment: a bare path's `?key=...` is no URL's, which
+/// [`fusion_core::redact_text`] would hide, and may hold a key.
 fn hide_paths(text: &str) -> String {
     let mut shown = String::with_capacity(text.len());
     let mut rest = text;
     let mut at_word_start = true;
     while let Some(c) = rest.chars().next() {
         if at_word_start
-            && !follows_http_method(&shown)
             && let Some(len) = path_len(rest)
+            && !is_a_requests_path(&shown, &rest[..len])
         {
             shown.push_str(HIDDEN);
             rest = &rest[len..];
@@ -52,13 +54,17 @@ fn hide_paths(text: &str) -> String {
     shown
 }
 
-/// Whether `shown` ends with an HTTP method as a word of its own and one space, as a
+/// Whether `path`, written after `shown`, is a request's path without a query or
+/// fragment: `shown` ends with an HTTP method as a word of its own and one space, as a
 /// request's line has them (`POST /v1/chat/completions`).
-fn follows_http_method(shown: &str) -> bool {
+fn is_a_requests_path(shown: &str, path: &str) -> bool {
     const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
     let Some(before) = shown.strip_suffix(' ') else {
         return false;
     };
+    if path.contains(['?', '#']) {
+        return false;
+    }
     METHODS.iter().any(|method| {
         before.strip_suffix(method).is_some_and(|start| {
             !start.ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == '/')
@@ -112,6 +118,8 @@ mod tests {
             ("FORGET /srv/a/b", "FORGET [a path, hidden]"),
             ("GET\n/srv/a/b", "GET\n[a path, hidden]"),
             ("api/GET /srv/a/b", "api/GET [a path, hidden]"),
+            ("(GET /v1/models?key=s3cret)", "(GET [a path, hidden])"),
+            ("GET /v1/a#k=s3cret", "GET [a path, hidden]"),
             ("at C:\\Users\\ann\\s.jsonl", "at [a path, hidden]"),
             (
                 "sqlite:///srv/x.db and file:/srv/y",
