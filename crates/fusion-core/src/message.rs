@@ -100,8 +100,19 @@ struct WireToolCall {
 #[derive(Deserialize)]
 struct WireFunction {
     name: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     arguments: String,
+}
+
+/// Reads `null` as the type's default (`""`, no tool calls): OpenAI's own clients write
+/// absent fields as `null` (the Python SDK's `model_dump()` gives `"tool_calls": null`),
+/// which means the same as leaving them out.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
 }
 
 impl Serialize for ToolCall {
@@ -148,8 +159,12 @@ pub struct ChatMessage {
     /// The text. Empty for an assistant message that only calls tools.
     #[serde(default, deserialize_with = "content_text")]
     pub content: String,
-    /// Tool calls requested by an assistant message.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Tool calls requested by an assistant message. `null` reads as none.
+    #[serde(
+        default,
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub tool_calls: Vec<ToolCall>,
     /// For a [`Role::Tool`] message: the id of the call it answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -373,6 +388,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(parts.content, "abc");
+    }
+
+    /// What OpenAI's Python SDK dumps for a message: absent fields as `null`.
+    #[test]
+    fn null_tool_calls_and_arguments_read_as_none() {
+        let plain: ChatMessage = serde_json::from_str(
+            r#"{"role":"assistant","content":"hi","tool_calls":null,"name":null}"#,
+        )
+        .unwrap();
+        assert_eq!(plain, ChatMessage::assistant("hi"));
+        let call: ChatMessage = serde_json::from_str(
+            r#"{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"t","arguments":null}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            call,
+            ChatMessage::assistant_with_tool_calls("", vec![ToolCall::new("c1", "t", "")])
+        );
     }
 
     #[test]
