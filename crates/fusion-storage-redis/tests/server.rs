@@ -591,3 +591,70 @@ async fn an_update_short_of_replica_acknowledgements_says_what_its_retry_meets()
     let renamed = store.update_session("u", &rename).await.unwrap().unwrap();
     assert_eq!(renamed.meta.title.as_deref(), Some("t"));
 }
+
+/// Found by a second review: short of replica acknowledgements, an append whose messages
+/// all have ids was said to apply twice if sent again, though its retry skips each one
+/// stored; a write that found nothing to change (a conditional append of nothing, a
+/// truncate to a length the session is within) was said stored or written; a replace by
+/// nothing or a truncate to none of a session never stored was said to have deleted it.
+#[tokio::test]
+async fn a_write_short_of_replica_acknowledgements_says_when_it_stores_once_or_changed_nothing() {
+    let Some(h) = harness().await else {
+        return;
+    };
+    let acked = (h.connect(h.options().replica_acks(64, Duration::from_millis(10)))).await;
+    let acked = acked.unwrap();
+    let store = h.open().await;
+    let with_ids = [
+        ChatMessage::user("a").with_new_id(),
+        ChatMessage::assistant("b").with_new_id(),
+    ];
+    let err = acked.append("o", &with_ids).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err}");
+    let shown = err.to_string();
+    assert!(shown.contains("stored on the primary"), "{shown}");
+    assert!(
+        shown.contains("stores none of its messages twice"),
+        "{shown}"
+    );
+    assert!(!shown.contains("apply the write twice"), "{shown}");
+    // As it says: sent again, nothing is stored twice.
+    store.append("o", &with_ids).await.unwrap();
+    let (_, revision) = store.load_revision("o").await.unwrap();
+    assert_eq!(revision.len, 2);
+    let mixed = [ChatMessage::user("c"), ChatMessage::user("d").with_new_id()];
+    let err = acked.append("o", &mixed).await.unwrap_err();
+    assert!(err.to_string().contains("apply the write twice"), "{err}");
+
+    let (_, revision) = store.load_revision("o").await.unwrap();
+    let unchanged = [
+        (acked.write_if("o", Expect::Exactly(revision), Change::Append(&[])))
+            .await
+            .unwrap_err(),
+        (acked.write_if("none", Expect::Generation(0), Change::Append(&[])))
+            .await
+            .unwrap_err(),
+        acked.truncate("o", 100).await.unwrap_err(),
+    ];
+    for err in unchanged {
+        assert!(!err.is_retryable(), "{err}");
+        let shown = err.to_string();
+        assert!(shown.contains("so the write changed nothing"), "{shown}");
+        assert!(!shown.contains("on the primary, but"), "{shown}");
+    }
+    let never_stored = [
+        (acked.write_if("none", Expect::Generation(0), Change::Replace(&[])))
+            .await
+            .unwrap_err(),
+        acked.truncate("none", 0).await.unwrap_err(),
+    ];
+    for err in never_stored {
+        let shown = err.to_string();
+        assert!(
+            shown.contains("no session was stored under this id"),
+            "{shown}"
+        );
+        assert!(!shown.contains("deleted on the primary"), "{shown}");
+    }
+    assert_eq!(store.load_revision("o").await.unwrap().1, revision);
+}

@@ -2,7 +2,10 @@
 //! ([`follow`](super::RedisStorage::follow)) says: that the write itself applied; and
 //! what that of a write short of replica acknowledgements says it did ([`short_of_acks`]).
 
+use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect};
+
 use crate::error::Op;
+use crate::scripts::Outcome;
 
 /// What the write that the index requests followed did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +25,13 @@ pub(super) enum Applied {
 pub(super) enum Did {
     /// It stored messages (an append), which a retry may store again.
     Store,
+    /// It stored messages that all have ids, no more than the window of exactly-once
+    /// appends holds (`DEDUP_WINDOW`), or found them stored already: a retry skips each
+    /// one the session holds.
+    StoreOnce,
+    /// The session met the write's expectation, and the write found nothing to change
+    /// (a conditional append of nothing, a truncate to a length the session is within).
+    Unchanged,
     /// It created the session (a write expecting none, `create_session`), which a retry
     /// meets: a conflict.
     Create,
@@ -58,6 +68,18 @@ pub(super) fn short_of_acks(
             "{op}: stored on the primary, but only {got} of {replicas} replicas acknowledged \
              it within {timeout:?}; a failover before they catch up would lose it (not \
              retryable: a retry would apply the write twice)"
+        ),
+        Did::StoreOnce => format!(
+            "{op}: stored on the primary, but only {got} of {replicas} replicas acknowledged \
+             it within {timeout:?}; a failover before they catch up would lose it (not \
+             retryable, though sent again it stores none of its messages twice: each has an \
+             id, and the retry skips those the session holds)"
+        ),
+        Did::Unchanged => format!(
+            "{op}: the session met the write's expectation and needed no change, so the \
+             write changed nothing, but only {got} of {replicas} replicas acknowledged the \
+             primary within {timeout:?}: they may miss its earlier writes (not retryable; \
+             read the session to see where it stands)"
         ),
         Did::Create => format!(
             "{op}: created on the primary, but only {got} of {replicas} replicas acknowledged \
@@ -102,6 +124,47 @@ pub(super) fn short_of_acks(
              expired sessions it removed, for a later purge to remove again (not retryable, \
              but a purge is safe to run again: it removes only what is still expired)"
         ),
+    }
+}
+
+/// What a write of `mode` (`"append"`, `"replace"`, `"rewrite"`) of `messages` under
+/// `expected` did, by its `outcome`, for the error of one short of replica
+/// acknowledgements: only an append whose retry meets its expectation again (none, or a
+/// generation, which an append leaves as it is) stores its messages again, and only
+/// those the window of exactly-once appends does not find (each of a batch that all have
+/// ids, within [`DEDUP_WINDOW`], is found); one expecting no session created it, and the
+/// retry of any other conditional write is a conflict. An append of nothing only checked.
+pub(super) fn did_write(
+    mode: &str,
+    expected: Option<Expect>,
+    messages: &[ChatMessage],
+    outcome: &Outcome,
+) -> Did {
+    let found_again = messages.len() <= DEDUP_WINDOW && messages.iter().all(|m| m.id.is_some());
+    match expected {
+        _ if !outcome.applied => Did::Unmet,
+        _ if messages.is_empty() => Did::Unchanged,
+        Some(expect) if expect.generation() == 0 => Did::Create,
+        None | Some(Expect::Generation(_)) if mode == "append" && found_again => Did::StoreOnce,
+        None | Some(Expect::Generation(_)) if mode == "append" => Did::Store,
+        _ => Did::Overwrite,
+    }
+}
+
+/// What a truncate to `len` did, by its `outcome`, the script given the generation
+/// `fresh` for the session it changes: to none, it deleted the session, or found none
+/// stored; to a length the session is within, it changed nothing.
+pub(super) fn did_trim(len: usize, fresh: u64, outcome: &Outcome) -> Did {
+    let deleted = outcome
+        .wrote
+        .as_ref()
+        .is_some_and(|wrote| wrote.updated.is_none());
+    match outcome.applied {
+        false => Did::Unmet,
+        true if deleted => Did::Delete,
+        true if len == 0 => Did::DeleteOfNothing,
+        true if outcome.generation.parse() != Ok(fresh) => Did::Unchanged,
+        true => Did::Overwrite,
     }
 }
 

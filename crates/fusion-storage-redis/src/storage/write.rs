@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fusion_core::{ChatMessage, DEDUP_WINDOW, Expect, Result, Revision, new_generation};
 use redis::{Cmd, FromRedisValue, RedisResult, RedisWrite, Script, ToRedisArgs};
 
-use super::followed::{Did, short_of_acks};
+use super::followed::{Did, did_trim, did_write, short_of_acks};
 use super::upkeep::within;
 use super::{RedisStorage, Request};
 use crate::cluster::may_have_applied;
@@ -110,7 +110,7 @@ impl RedisStorage {
             .await;
         self.check_value_sizes(id, &script, messages.len())?;
         let op = self.op(name, Some(id));
-        let did = |outcome: &scripts::Outcome| did_write(mode, expected, outcome);
+        let did = |outcome: &scripts::Outcome| did_write(mode, expected, messages, outcome);
         let outcome: scripts::Outcome = self
             .run_write_as(self.writing(&scripts::WRITE), &script, op, &keys, did)
             .await?;
@@ -190,19 +190,15 @@ impl RedisStorage {
         let (list, meta) = (self.keys.list(id), self.keys.meta(id));
         let keys = self.script_keys(&list, &meta);
         let mut script = evalsha(self.writing(&scripts::TRUNCATE), &keys);
+        let fresh = new_generation();
         script
             .arg(len)
             .arg(self.ttl_ms())
-            .arg(Self::condition(new_generation(), expected))
+            .arg(Self::condition(fresh, expected))
             .arg(id)
             .arg(self.keys.prefix());
         let op = self.op(name, Some(id));
-        // Kept to none, the session is deleted.
-        let did = |outcome: &scripts::Outcome| match outcome.applied {
-            false => Did::Unmet,
-            true if len == 0 => Did::Delete,
-            true => Did::Overwrite,
-        };
+        let did = |outcome: &scripts::Outcome| did_trim(len, fresh, outcome);
         let outcome: scripts::Outcome = self
             .run_write_as(self.writing(&scripts::TRUNCATE), &script, op, &keys, did)
             .await?;
@@ -425,20 +421,6 @@ fn evalsha_with_room<K: ToRedisArgs>(
         .arg(keys.len())
         .arg(keys);
     cmd
-}
-
-/// What a write of `mode` (`"append"`, `"replace"`, `"rewrite"`) under `expected` did,
-/// by its `outcome`, for the error of one short of replica acknowledgements: only an
-/// append whose retry meets its expectation again (none, or a generation, which an
-/// append leaves as it is) stores its messages again; one expecting no session created
-/// it, and the retry of any other conditional write is a conflict.
-fn did_write(mode: &str, expected: Option<Expect>, outcome: &scripts::Outcome) -> Did {
-    match expected {
-        _ if !outcome.applied => Did::Unmet,
-        Some(expect) if expect.generation() == 0 => Did::Create,
-        None | Some(Expect::Generation(_)) if mode == "append" => Did::Store,
-        _ => Did::Overwrite,
-    }
 }
 
 /// The expectation word of [`Expect::UnwrittenSince`]: `before:` and `since` in ms since
