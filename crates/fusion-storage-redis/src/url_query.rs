@@ -178,7 +178,8 @@ fn check_fragment(url: &str) -> Result<()> {
         Some((_, fragment)) if !matches!(fragment, "" | "insecure") => Err(bad(
             url,
             "a `#` begins the URL's fragment, which a Redis URL takes only as `#insecure` \
-             (rediss://); written in a query value it cuts the value there"
+             (rediss://): remove the `#` and what follows it (written in a query value, it \
+             cuts the value there: no value Fusion or the driver reads holds a `#`)"
                 .to_string(),
         )),
         _ => Ok(()),
@@ -300,6 +301,12 @@ mod tests {
             let text = refusal(url);
             assert!(
                 text.contains("a `#` begins the URL's fragment"),
+                "{url}: {text}"
+            );
+            // Found by a second review: a fragment the driver ignored, which connected
+            // before, is refused saying what to do.
+            assert!(
+                text.contains("remove the `#` and what follows it"),
                 "{url}: {text}"
             );
             assert!(!text.contains("key_prefix"), "{url}: {text}");
