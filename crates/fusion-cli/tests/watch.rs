@@ -116,6 +116,92 @@ async fn watch_prints_the_changes_other_processes_make_on_a_cluster() {
     watch_prints_the_changes_other_processes_make(url).await;
 }
 
+/// `PUBLISH channel payload` on the server of the Redis `url`, in the protocol's own words
+/// (the test has no Redis client): what anyone with access to the server can do.
+async fn publish(url: &str, channel: &str, payload: &str) {
+    use tokio::io::AsyncWriteExt;
+    let rest = url.strip_prefix("redis://").expect("a redis:// URL");
+    let address = rest.split(['/', '?']).next().unwrap();
+    let mut server = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut request = String::from("*3\r\n");
+    for word in ["PUBLISH", channel, payload] {
+        request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
+    }
+    server.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = [0; 64];
+    let read = tokio::time::timeout(NO_HANG, server.read(&mut reply))
+        .await
+        .expect("the server answers the PUBLISH")
+        .unwrap();
+    assert!(reply[..read].starts_with(b":"), "{:?}", &reply[..read]);
+}
+
+/// A change on the channel whose session id no storage could hold, published by someone
+/// else (a line feed in it, or a terminal's escape sequence), printed a forged change line
+/// of its own and sent the escape to the terminal: it is now a warning, the id escaped,
+/// and only real changes reach stdout.
+#[tokio::test]
+async fn a_change_of_no_valid_session_is_a_warning_not_a_line() {
+    let Some(url) = redis_url("watch-forged") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut watching = common::fusion(tmp.path());
+    watching
+        .args(["--storage", &url, "sessions", "watch", "--count", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut watch = tokio::process::Command::from(watching)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("fusion sessions watch starts");
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut said = String::new();
+    tokio::time::timeout(NO_HANG, stderr.read_line(&mut said))
+        .await
+        .expect("the watch subscribes")
+        .unwrap();
+    let channel = said
+        .strip_prefix("watching ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string();
+    publish(&url, &channel, "appended 1 2 x\ncreated 9 9 forged").await;
+    publish(&url, &channel, "appended 1 2 \u{1b}]0;title\u{7}").await;
+    publish(&url, &channel, "deleted 0 0 real-1").await;
+
+    let status = tokio::time::timeout(NO_HANG, watch.wait())
+        .await
+        .expect("the watch stops after one change")
+        .unwrap();
+    let mut out = String::new();
+    watch
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .await
+        .unwrap();
+    let mut warned = String::new();
+    stderr.read_to_string(&mut warned).await.unwrap();
+    assert!(status.success(), "{out}{warned}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1, "{out:?}");
+    assert!(
+        lines[0].starts_with("deleted    real-1  0 messages"),
+        "{out:?}"
+    );
+    assert!(!warned.contains('\u{1b}'), "{warned:?}");
+    for shown in [r#""x\ncreated 9 9 forged""#, r#""\u{1b}]0;title\u{7}""#] {
+        assert!(
+            warned.contains(&format!(
+                "carried a change of no session: invalid session id {shown}"
+            )),
+            "{warned}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn watching_a_storage_that_is_not_redis_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
