@@ -40,15 +40,20 @@ pub(crate) fn sets_a_variable(word: &str) -> Option<&str> {
 const WINDOWS_PROGRAM_EXTENSIONS: &[&str] = &[".exe", ".com", ".bat", ".cmd"];
 
 /// The program of `line` when it starts with an unquoted Windows path to a program
-/// (`C:\Program Files\x\server.exe`), spaces and all, and the rest of the line: as
-/// Windows reads such a line, the program runs up to the first whitespace-separated piece
-/// ending in a program's extension. Pieces holding a quote or starting with `-` or `/` (an
-/// option) end the search: a path is quoted, or has ended, by then. So does a `\` that
-/// escapes what a shell needs escaped (`C:\\tools\\x.exe`, `C:\Program\ Files\x.exe`): the
-/// line is written for a shell, and read as one ([`split_words`]).
+/// (`C:\Program Files\x\server.exe`, or a share's `\\host\share\x.exe`), spaces and
+/// all, and the rest of the line: as Windows reads such a line, the program runs up to the
+/// first whitespace-separated piece ending in a program's extension. Pieces holding a
+/// quote or starting with `-` or `/` (an option) end the search: a path is quoted, or has
+/// ended, by then. So does a `\` that escapes what a shell needs escaped
+/// (`C:\\tools\\x.exe`, `C:\Program\ Files\x.exe`): the line is written for a shell, and
+/// read as one ([`split_words`]).
 fn windows_program(line: &str) -> Option<(&str, &str)> {
     let line = line.trim_start();
-    if !starts_with_drive(line) {
+    // A share's path (`\\server\share\x.exe`) starts with `\\` and a name: a shell reads
+    // that `\\` as one `\`, so the program `\serversharex.exe`, which no line means; so its
+    // first two `\` are no shell escape. `\\\\server\\…` is written for a shell.
+    let unc = line.starts_with(r"\\") && line[2..].starts_with(|c: char| !escaped_by_a_shell(c));
+    if !starts_with_drive(line) && !unc {
         return None;
     }
     let mut start = 0;
@@ -69,8 +74,8 @@ fn windows_program(line: &str) -> Option<(&str, &str)> {
             .any(|ext| lower.ends_with(ext))
         {
             let program = &line[..end];
-            let shell_escape = program
-                .match_indices('\\')
+            let shell_escape = (program.match_indices('\\'))
+                .skip(if unc { 2 } else { 0 })
                 .any(|(at, _)| (line[at + 1..].chars().next()).is_none_or(escaped_by_a_shell));
             return (!shell_escape).then(|| line.split_at(end));
         }
@@ -220,9 +225,10 @@ const CONTAINER_VALUE_OPTIONS: &[&str] = &[
     "--retry", "--retry-delay", "--sdnotify", "--seccomp-policy", "--secret",
     "--shm-size-systemd", "--subgidname", "--subuidname", "--systemd", "--timeout", "--uidmap",
     "--umask", "--unsetenv", "--variant",
-    // `docker compose`, before `run` (the service's options are `docker run`'s).
+    // `docker compose`, before `run` (the service's options are `docker run`'s), and
+    // `compose exec --index N`.
     "-f", "--file", "--ansi", "--parallel", "--profile", "--progress", "--project-directory",
-    "--project-name",
+    "--project-name", "--index",
 ];
 
 /// Options of `npx`, `npm exec`, `pnpm dlx` and `yarn dlx` whose value is the next word
@@ -340,6 +346,8 @@ fn runs_code(launcher: &str, word: &str) -> bool {
         "python" | "python3" => python_options_run_code(word),
         "node" => eval(&["-e", "--eval", "-p", "--print", "-pe"]),
         "bun" => eval(&["-e", "--eval", "--print"]),
+        // `pnpm dlx -c 'a | b'` (shell mode) runs a shell line: npm's `-c` takes a value.
+        "pnpm" => eval(&["-c", "--shell-mode"]),
         _ => false,
     }
 }
@@ -373,12 +381,16 @@ fn launched<'a>(launcher: &str, args: &'a [String]) -> Option<&'a str> {
     let value_options = value_options(launcher);
     let mut words = args.iter().map(String::as_str);
     let mut first = true;
+    let mut exec = false;
     while let Some(word) = words.next() {
         let deno_eval = launcher == "deno" && first && word == "eval";
         first &= word.starts_with('-');
+        exec |= word == "exec";
+        // `podman exec -l` is `--latest`, a flag; docker's `-l` (`--log-level`, `--label`).
+        let flag = launcher == "podman" && exec && word == "-l";
         if deno_eval || runs_code(launcher, word) {
             return None;
-        } else if value_options.contains(&word) || names_a_secret(word) {
+        } else if (value_options.contains(&word) && !flag) || names_a_secret(word) {
             words.next();
         } else if container && CONTAINER_COMMAND_GROUPS.contains(&word) {
             continue;
@@ -692,6 +704,50 @@ mod tests {
             words(r"C:\Program\ Files\Acme\server.exe -v"),
             [r"C:\Program Files\Acme\server.exe", "-v"]
         );
+    }
+
+    /// Left by a review: a Windows share's path (`\\host\share\x.exe`) was split as a shell
+    /// splits it, the program `\hostsharex.exe`; one written for a shell keeps its reading.
+    #[test]
+    fn an_unquoted_share_path_keeps_its_backslashes() {
+        assert_eq!(
+            words(r"\\fs01\mcp tools\weather.exe --root D:\data"),
+            [r"\\fs01\mcp tools\weather.exe", "--root", r"D:\data"]
+        );
+        assert_eq!(name(r"\\fs01\share\weather.CMD"), "weather");
+        // Escaped for a shell, or no program's extension: read as a shell reads it.
+        assert_eq!(
+            words(r"\\\\fs01\\share\\weather.exe -v"),
+            [r"\\fs01\share\weather.exe", "-v"]
+        );
+        assert_eq!(words(r"\\fs01\share\\x.exe"), [r"\fs01share\x.exe"]);
+        assert_eq!(words(r"\\fs01\share\server"), [r"\fs01shareserver"]);
+        assert_eq!(words(r"\\ x.exe"), [r"\", "x.exe"]);
+        assert_eq!(words(r"\\$x\y.exe"), [r"\$xy.exe"]);
+        // Only the program: an argument keeps a shell's reading (`\\d` is a regex's `\d`).
+        assert_eq!(words(r"grep-mcp \\d\w.exe"), ["grep-mcp", r"\dw.exe"]);
+    }
+
+    /// Left by a review: one launcher's option was read as another's. `podman exec -l` is
+    /// `--latest`, a flag, read as docker's `-l` taking a value (the word after it skipped);
+    /// `docker compose exec --index N` was named `N`; `pnpm dlx -c` (shell mode, a flag
+    /// whose command is a shell line) was read as npm's `-c` value, and `--shell-mode`
+    /// named the server after the shell line, secrets and all.
+    #[test]
+    fn each_launchers_own_options_are_read_as_it_reads_them() {
+        for (line, named) in [
+            ("podman exec -l -i mcp-server --x", "mcp-server"),
+            ("podman container exec -i -l mcp-server", "mcp-server"),
+            ("podman run -l team=ai -i mcp/github", "github"),
+            ("docker -l debug run -i mcp/github", "github"),
+            ("docker compose exec --index 2 -T github", "github"),
+            ("pnpm dlx -c 'server-x | tee log' more", "pnpm"),
+            ("pnpm dlx --shell-mode 'server --token TOK3N'", "pnpm"),
+            ("pnpm dlx -p a some-server", "some-server"),
+            ("npm exec -c 'TOK3N' pkg", "pkg"),
+        ] {
+            assert_eq!(name(line), named, "{line}");
+        }
     }
 
     /// Found by a review: 4c11fcd reads only an option whose name ends in a secret's word

@@ -62,24 +62,33 @@ impl McpServerConfig {
 
     /// A name for this server when none is given: the package, script or image a launcher
     /// like `npx`, `node` or `docker` runs (`server-filesystem`), never a `NAME=VALUE`
-    /// argument (`docker run -e TOKEN=…`) nor an option's value (`uvx --python 3.12 …`,
-    /// `npx --token TOKEN …`), else the program's name, else the URL's host (never its user
-    /// or password). Always a valid tool-name prefix.
+    /// word (`docker run -e TOKEN=…`; before the program, `TOKEN=… npx …`, the words after
+    /// it name the server, as a shell reads them) nor an option's value (`uvx --python 3.12
+    /// …`, `npx --token TOKEN …`), else the program's name, else the URL's host (never its
+    /// user or password). Always a valid tool-name prefix.
     pub fn suggested_name(&self) -> String {
-        match self {
+        let stdio = match self {
+            McpServerConfig::Stdio(stdio) => stdio,
+            McpServerConfig::Http(http) => return host_name(&http.url),
+        };
+        // A shell's `NAME=VALUE` before the program (`GITHUB_TOKEN=… npx …`, which
+        // `command_line` refuses but the API takes) names nothing, its value often a key:
+        // the words after it name the server, as a shell reads the line.
+        let mut words = std::iter::once(&stdio.command)
+            .chain(&stdio.args)
+            .skip_while(|word| command_line::sets_a_variable(word).is_some());
+        match words.next() {
+            None => crate::naming::server_prefix(""),
             // A URL given as the command names no program: its host names the server.
-            McpServerConfig::Stdio(stdio) if stdio.command.contains("://") => {
-                host_name(&stdio.command)
-            }
-            McpServerConfig::Stdio(stdio) => {
+            Some(program) if program.contains("://") => host_name(program),
+            Some(program) => {
                 // A launched URL's user and password (`npx git+https://TOKEN@host`) are no
                 // name either: the words are read without them.
-                let args: Vec<String> = (stdio.args.iter())
+                let args: Vec<String> = words
                     .map(|arg| without_userinfo(arg).into_owned())
                     .collect();
-                command_line::derive_name(&stdio.command, &args)
+                command_line::derive_name(program, &args)
             }
-            McpServerConfig::Http(http) => host_name(&http.url),
         }
     }
 }
@@ -881,6 +890,34 @@ mod tests {
             !debug.contains("s3cret") && debug.contains(r#"command: "API_KEY=***""#),
             "{debug}"
         );
+    }
+
+    /// Left by a second review: a server built through the API with a shell's `NAME=VALUE`
+    /// as its program (`command_line` refuses such a line) was named after that word, its
+    /// value (a key) prefixing every tool name sent to the model.
+    #[test]
+    fn a_variable_set_before_the_program_never_names_the_server() {
+        for (config, named) in [
+            (
+                StdioServerConfig::new("GITHUB_TOKEN=s3cret").args(["npx", "-y", "server-github"]),
+                "server-github",
+            ),
+            (
+                StdioServerConfig::new("A=s3cret").args(["B=s3cret", "uvx", "mcp-server-git"]),
+                "mcp-server-git",
+            ),
+            (
+                StdioServerConfig::new("URL=https://u:s3cret@h")
+                    .args(["https://u:s3cret@host.example/mcp"]),
+                "host-example",
+            ),
+            (StdioServerConfig::new("API_KEY=s3cret"), "mcp"),
+            // What only looks so is a program, named as before.
+            (StdioServerConfig::new("./a=b").args(["x"]), "a_b"),
+        ] {
+            let server = McpServerConfig::from(config);
+            assert_eq!(server.suggested_name(), named, "{server:?}");
+        }
     }
 
     /// Found by a second review: a variable whose name ends in a short word for a secret
