@@ -27,7 +27,13 @@
 //!   write), and a backend redoes that only on a retry it sees. A resend that fails on
 //!   every attempt returns its error;
 //! - `save`, `truncate`, `delete` and `update_session` leave the same state however
-//!   often they run (an update that moves the session to another owner on condition of
+//!   often they run in a row. They are not conditional, so another writer's change that
+//!   lands between an attempt that applied (its reply lost) and the retry is overwritten
+//!   by the retry, as by any unconditional write arriving after it: a `save` or
+//!   `truncate` then drops messages another writer appended meanwhile, and a `delete`
+//!   removes a session created again meanwhile. Where other writers share the session,
+//!   make such a write conditional ([`ConversationStorage::write_if`], judged as below) so
+//!   the retry meets a conflict instead (an update that moves the session to another owner on condition of
 //!   the old one, refused as [`Error::NotOwner`] after an attempt that may have applied,
 //!   or renames it on condition of the old title, refused as [`Error::TitleChanged`], is
 //!   checked against the session as a conditional write is);
