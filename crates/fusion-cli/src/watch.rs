@@ -7,15 +7,14 @@
 //! library's `RedisStorage::subscribe_changes`: notices, not a log, so changes made
 //! before the watch starts, or while its connection is down, are not shown.
 //!
-//! Anyone who can `PUBLISH` on the server can put a message on the channel, and the
-//! library takes any text after the counts for the session's id. A change is printed only
-//! if that id is one a storage could hold ([`SessionId`]): else a line feed in it would
-//! print a forged change of its own, and an escape sequence would reach the terminal.
+//! Anyone who can `PUBLISH` on the server can put a message on the channel. The library
+//! gives a change only for a session id a storage could hold (`fusion::SessionId`), so
+//! the id printed holds no line feed (which would print a forged change of its own) and
+//! no escape sequence; any other message is an error item, a warning here, shown escaped.
 
 use std::io::Write;
 
 use anyhow::{Context, Result, bail};
-use fusion::SessionId;
 use fusion::storage::SessionChange;
 use futures::StreamExt;
 
@@ -41,15 +40,6 @@ pub async fn watch(store: &Store, count: Option<u64>) -> Result<()> {
     while count.is_none_or(|count| printed < count) {
         match changes.next().await {
             Some(Ok(change)) => {
-                // Not a session a write script published: said escaped, as someone else's
-                // message is, and the watch goes on.
-                if let Err(err) = SessionId::validate(&change.session_id) {
-                    render::note(format_args!(
-                        "warning: channel {} carried a change of no session: {err}",
-                        changes.channel()
-                    ));
-                    continue;
-                }
                 let mut out = render::stdout();
                 writeln!(out, "{}", line(&change))?;
                 out.flush()?;

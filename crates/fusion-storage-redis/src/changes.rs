@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use fusion_core::{Error, Result};
+use fusion_core::{Error, Result, SessionId};
 use futures::Stream;
 use redis::aio::PubSubStream;
 
@@ -23,7 +23,8 @@ use crate::error::BACKEND;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub struct SessionChange {
-    /// The session changed.
+    /// The session changed: always a valid [`SessionId`], since a message whose id is
+    /// not one is no change a write script published.
     pub session_id: String,
     /// What happened to it.
     pub kind: ChangeKind,
@@ -96,13 +97,21 @@ impl fmt::Display for ChangeKind {
 
 impl SessionChange {
     /// Reads a published `KIND GENERATION LENGTH ID`; `None` for anything else.
+    ///
+    /// The scripts publish only ids a storage accepted, so an id that breaks the rule
+    /// ([`SessionId::validate`]) came from someone else's `PUBLISH`. It is refused here,
+    /// for every subscriber: a line feed in it would read as a second change to a line
+    /// reader, an escape sequence would reach a terminal, and `../` a path.
     fn parse(payload: &[u8]) -> Option<Self> {
         let text = std::str::from_utf8(payload).ok()?;
         let mut words = text.splitn(4, ' ');
         let kind = ChangeKind::parse(words.next()?)?;
         let generation = words.next()?.parse().ok()?;
         let len = words.next()?.parse().ok()?;
-        let session_id = words.next().filter(|id| !id.is_empty())?.to_string();
+        let session_id = words
+            .next()
+            .filter(|id| SessionId::validate(id).is_ok())?
+            .to_string();
         Some(Self {
             session_id,
             kind,
@@ -118,8 +127,9 @@ impl SessionChange {
 ///
 /// It ends when the connection to the server drops; subscribe again, and reload what
 /// you keep, since changes made while no one listened are not replayed. A message on the
-/// channel that no write script published (someone else's `PUBLISH`) is an error item,
-/// and the stream goes on after it.
+/// channel that no write script published (someone else's `PUBLISH`), one naming a
+/// session id that is not a valid [`SessionId`] included, is an error item showing the
+/// message escaped and shortened, and the stream goes on after it.
 pub struct SessionChanges {
     messages: PubSubStream,
     channel: String,
@@ -203,6 +213,10 @@ mod tests {
             assert_eq!(change.kind.as_str(), kind);
             assert_eq!(change.session_id, "a:b@c");
         }
+        // The longest id a storage accepts is a change too.
+        let longest = "x".repeat(SessionId::MAX_LEN);
+        let change = SessionChange::parse(format!("deleted 0 0 {longest}").as_bytes()).unwrap();
+        assert_eq!(change.session_id, longest);
     }
 
     #[test]
@@ -219,6 +233,30 @@ mod tests {
             b"appended  1 2 s",
         ] {
             assert_eq!(SessionChange::parse(bad), None, "{bad:?}");
+        }
+    }
+
+    /// A change naming an id no storage accepts is someone else's message: a line feed
+    /// in it would forge a second change for a reader of lines, an escape sequence
+    /// would reach a terminal, and `/` or a leading `.` would name a path.
+    #[test]
+    fn a_change_of_an_invalid_session_id_is_not_a_change() {
+        let too_long = format!("appended 1 2 {}", "x".repeat(SessionId::MAX_LEN + 1));
+        for bad in [
+            "appended 1 2 x\ncreated 9 9 forged",
+            "appended 1 2 x\r",
+            "appended 1 2 \u{1b}]0;title\u{7}",
+            "appended 1 2 \u{1b}[2J",
+            "appended 1 2 two words",
+            "appended 1 2 ../etc",
+            "appended 1 2 a/b",
+            "appended 1 2 .hidden",
+            "appended 1 2 a\0b",
+            "appended 1 2 {tag}",
+            "appended 1 2 caf\u{e9}",
+            &too_long,
+        ] {
+            assert_eq!(SessionChange::parse(bad.as_bytes()), None, "{bad:?}");
         }
     }
 }

@@ -257,6 +257,44 @@ async fn a_foreign_message_on_the_channel_is_an_error_and_the_stream_goes_on() {
     store.delete("after").await.unwrap();
 }
 
+/// A change naming a session id no storage accepts, published by someone else, is an
+/// error item too, not a change: a line feed in the id forged a second change for a
+/// subscriber printing lines, and an escape sequence reached its terminal. The message
+/// is shown escaped.
+#[tokio::test]
+async fn a_change_of_an_invalid_session_id_is_an_error_shown_escaped() {
+    let Some(h) = harness().await else { return };
+    let store = publishing(&h).await;
+    let mut changes = store.subscribe_changes().await.unwrap();
+    let mut raw = h.raw().await;
+    for forged in [
+        "appended 1 2 x\ncreated 9 9 forged",
+        "appended 1 2 \u{1b}]0;title\u{7}",
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(changes.channel())
+            .arg(forged)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    store
+        .append("after", &[ChatMessage::user("hi")])
+        .await
+        .unwrap();
+    for shown in [
+        r#""appended 1 2 x\ncreated 9 9 forged""#,
+        r#""appended 1 2 \u{1b}]0;title\u{7}""#,
+    ] {
+        let text = next_item(&mut changes).await.unwrap_err().to_string();
+        assert!(text.contains("not a session change"), "{text}");
+        assert!(text.contains(shown), "{text}");
+        assert!(!text.contains(['\n', '\u{1b}']), "{text:?}");
+    }
+    assert_eq!(next(&mut changes).await.session_id, "after");
+    store.delete("after").await.unwrap();
+}
+
 /// On a cluster the subscription goes to the first seed node that answers.
 #[tokio::test]
 async fn a_cluster_subscription_skips_a_seed_node_that_is_down() {
