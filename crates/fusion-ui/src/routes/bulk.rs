@@ -129,10 +129,12 @@ pub(crate) async fn delete(
                 status = status.max(StatusCode::CONFLICT);
             }
             Err(err) => {
-                status = status.max(PageError::storage(&err).status());
+                // Made once: making it logs the whole error.
+                let shown = PageError::storage(&err);
+                status = status.max(shown.status());
                 failed.push(Failure {
                     id,
-                    reason: PageError::storage(&err).message().to_string(),
+                    reason: shown.message().to_string(),
                 });
             }
         }
